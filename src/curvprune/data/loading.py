@@ -1,0 +1,286 @@
+"""`load_data`: a dataset name to train/test loaders and scoring batches."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from curvprune.data import files, folders, formats
+from curvprune.data.loaders import (
+    STREAM_SCORING,
+    STREAM_SUBSET,
+    BatchTransform,
+    SeededSampleDataset,
+    StreamLoader,
+    TensorLoader,
+    check_int,
+    seeded_permutation,
+)
+from curvprune.data.registry import DATASETS, DatasetInfo
+from curvprune.errors import DataError, InvalidArgument
+
+# The digits split is fixed (not the run's seed) so test accuracies stay comparable across runs.
+DIGITS_TEST_SIZE = 360
+DIGITS_SPLIT_SEED = 0
+
+Fetch = Callable[[Tensor], tuple[Tensor, Tensor]]
+
+
+class DataBundle:
+    """Everything a training or pruning run needs from a dataset.
+
+    Attributes:
+        info: The registry entry (for folder datasets ``num_classes`` is the number of class
+            folders actually found).
+        train: Shuffled, augmented training batches; re-iterable, ``len()`` is batches per epoch,
+            ``set_epoch(e)`` fixes the next epoch's order.
+        test: Test batches in stored order, no augmentation.
+        num_train: Training samples (after ``train_limit``).
+        num_test: Test samples.
+        seed: The seed everything random was derived from.
+    """
+
+    def __init__(
+        self,
+        info: DatasetInfo,
+        train: TensorLoader | StreamLoader,
+        test: TensorLoader | StreamLoader,
+        *,
+        seed: int,
+        fetch_train: Fetch,
+    ) -> None:
+        self.info = info
+        self.train = train
+        self.test = test
+        self.num_train = train.num_examples
+        self.num_test = test.num_examples
+        self.seed = seed
+        self._fetch_train = fetch_train
+
+    def scoring_batches(self, num_samples: int, batch_size: int) -> list[tuple[Tensor, Tensor]]:
+        """Fixed training batches for computing pruning scores.
+
+        The first ``num_samples`` samples of a permutation of the training set seeded by
+        ``seed`` alone (not the epoch), normalized but not augmented, so two calls with the
+        same seed return identical tensors.
+
+        Args:
+            num_samples: Samples in total, 1..num_train.
+            batch_size: Samples per batch; the last batch may be smaller.
+
+        Returns:
+            A list of ``(inputs, targets)`` pairs.
+        """
+        num_samples = check_int("num_samples", num_samples, 1)
+        batch_size = check_int("batch_size", batch_size, 1)
+        if num_samples > self.num_train:
+            raise InvalidArgument(
+                f"num_samples={num_samples} exceeds the {self.num_train} training samples "
+                f"of {self.info.name!r}"
+            )
+        order = seeded_permutation(self.num_train, self.seed, STREAM_SCORING)[:num_samples]
+        return [
+            self._fetch_train(order[i : i + batch_size]) for i in range(0, num_samples, batch_size)
+        ]
+
+    def __repr__(self) -> str:
+        return (
+            f"DataBundle({self.info.name!r}, num_train={self.num_train}, num_test={self.num_test}, "
+            f"train_batches={len(self.train)}, test_batches={len(self.test)})"
+        )
+
+
+def resolve_name(name: str) -> str:
+    """Canonical dataset name (case and ``_`` vs ``-`` ignored) or `InvalidArgument`."""
+    key = str(name).strip().lower().replace("_", "-")
+    if key not in DATASETS:
+        raise InvalidArgument(f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)}")
+    return key
+
+
+def load_data(
+    name: str,
+    data_dir: str | os.PathLike | None = None,
+    *,
+    batch_size: int = 128,
+    eval_batch_size: int | None = None,
+    seed: int = 0,
+    augment: bool = True,
+    num_workers: int = 0,
+    download: bool = False,
+    train_limit: int | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+) -> DataBundle:
+    """Load a dataset by name.
+
+    Files are looked up in ``data_dir`` (the dataset folder or a parent holding ``<name>/``),
+    then ``$CURVPRUNE_DATA/<name>``, then ``~/.cache/curvprune/<name>`` (and system copies such
+    as ``/usr/share/datasets/fashion-mnist``). ``digits`` needs no files.
+
+    Args:
+        name: A key of `DATASETS`.
+        data_dir: Folder searched first.
+        batch_size: Training batch size.
+        eval_batch_size: Test batch size (default: ``batch_size``).
+        seed: Seed for shuffling, augmentation, ``train_limit`` and scoring batches.
+        augment: Apply the dataset's standard training augmentation.
+        num_workers: Worker processes for streamed datasets (ignored for in-memory ones).
+        download: Let torchvision download missing files (MNIST, Fashion-MNIST, CIFAR) into
+            ``data_dir`` or ``~/.cache/curvprune/<name>``.
+        train_limit: Keep only this many training samples (a seeded random subset).
+        rank: This process's index; each rank's ``train`` sees a disjoint shard per epoch.
+        world_size: Number of processes (default 1: no sharding).
+
+    Returns:
+        A `DataBundle`.
+
+    Raises:
+        InvalidArgument: Unknown name or a bad number.
+        DataError: Files missing or corrupt; the message says where it looked.
+    """
+    key = resolve_name(name)
+    info = DATASETS[key]
+    batch_size = check_int("batch_size", batch_size, 1)
+    eval_batch_size = batch_size if eval_batch_size is None else eval_batch_size
+    eval_batch_size = check_int("eval_batch_size", eval_batch_size, 1)
+    seed = check_int("seed", seed, 0)
+    num_workers = check_int("num_workers", num_workers, 0)
+    if train_limit is not None:
+        train_limit = check_int("train_limit", train_limit, 1)
+    common = dict(seed=seed, rank=rank, world_size=world_size)
+
+    if info.in_memory:
+        x_train, y_train, x_test, y_test, scale = _load_arrays(key, data_dir, download)
+        if train_limit is not None and train_limit < len(y_train):
+            keep = seeded_permutation(len(y_train), seed, STREAM_SUBSET)[:train_limit]
+            keep = keep.sort().values
+            x_train, y_train = x_train[keep], y_train[keep]
+        plain = BatchTransform(info.mean, info.std, scale=scale)
+        augmented = _tensor_augmentation(key, info, scale) if augment else plain
+        train = TensorLoader(
+            x_train, y_train, batch_size=batch_size, transform=augmented, shuffle=True, **common
+        )
+        test = TensorLoader(x_test, y_test, batch_size=eval_batch_size, transform=plain)
+
+        def fetch(idx: Tensor) -> tuple[Tensor, Tensor]:
+            return plain(x_train[idx]), y_train[idx]
+
+        return DataBundle(info, train, test, seed=seed, fetch_train=fetch)
+
+    lister = folders.list_tinyimagenet if key == "tinyimagenet" else folders.list_imagenet
+    found = files.find_files(key, data_dir)
+    classes, train_samples, test_samples = lister(found.root)
+    info = dataclasses.replace(info, num_classes=len(classes))
+    if train_limit is not None and train_limit < len(train_samples):
+        keep = seeded_permutation(len(train_samples), seed, STREAM_SUBSET)[:train_limit]
+        train_samples = [train_samples[i] for i in sorted(keep.tolist())]
+    train_tf, test_tf = folders.image_transforms(key, info, augment=augment)
+    train_set = SeededSampleDataset(train_samples, train_tf, folders.open_rgb)
+    scoring_set = SeededSampleDataset(train_samples, test_tf, folders.open_rgb)
+    test_set = SeededSampleDataset(test_samples, test_tf, folders.open_rgb)
+    train = StreamLoader(
+        train_set, batch_size=batch_size, shuffle=True, num_workers=num_workers, **common
+    )
+    test = StreamLoader(test_set, batch_size=eval_batch_size, num_workers=num_workers)
+
+    def fetch_stream(idx: Tensor) -> tuple[Tensor, Tensor]:
+        items = [scoring_set[int(i)] for i in idx]
+        return torch.stack([x for x, _ in items]), torch.tensor([y for _, y in items])
+
+    return DataBundle(info, train, test, seed=seed, fetch_train=fetch_stream)
+
+
+def _tensor_augmentation(key: str, info: DatasetInfo, scale: float) -> BatchTransform:
+    if key in ("cifar10", "cifar100"):
+        return BatchTransform(info.mean, info.std, scale=scale, crop_padding=4, flip=True)
+    # Digits, MNIST and Fashion-MNIST are trained without augmentation by convention.
+    return BatchTransform(info.mean, info.std, scale=scale)
+
+
+def _load_arrays(
+    key: str, data_dir: str | os.PathLike | None, download: bool
+) -> tuple[Tensor, Tensor, Tensor, Tensor, float]:
+    """Raw uint8 images (N, C, H, W), int64 labels, and the factor mapping pixels to [0, 1]."""
+    if key == "digits":
+        return (*_digits(), 1 / 16)
+    try:
+        found = files.find_files(key, data_dir)
+    except DataError:
+        if not download:
+            raise
+        _download(key, data_dir)
+        found = files.find_files(key, data_dir)
+    num_classes = DATASETS[key].num_classes
+    if key in ("mnist", "fashion-mnist"):
+        parts = []
+        for split in ("train", "t10k"):
+            x, y = formats.read_idx_pair(
+                found.files[f"{split}-images-idx3-ubyte"],
+                found.files[f"{split}-labels-idx1-ubyte"],
+                num_classes=num_classes,
+            )
+            parts += [torch.from_numpy(x.copy()).unsqueeze(1), torch.from_numpy(y.astype(np.int64))]
+        return (*parts, 1 / 255)
+    label_key = "labels" if key == "cifar10" else "fine_labels"
+    train_names = files.REQUIRED[key][:-1]
+    batches = [
+        formats.read_cifar_batch(found.files[n], label_key=label_key, num_classes=num_classes)
+        for n in train_names
+    ]
+    x_test, y_test = formats.read_cifar_batch(
+        found.files[files.REQUIRED[key][-1]], label_key=label_key, num_classes=num_classes
+    )
+    x_train = np.concatenate([x for x, _ in batches])
+    y_train = np.concatenate([y for _, y in batches])
+    return (
+        torch.from_numpy(x_train),
+        torch.from_numpy(y_train),
+        torch.from_numpy(x_test),
+        torch.from_numpy(y_test),
+        1 / 255,
+    )
+
+
+def _digits() -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = load_digits()
+    x = bunch.data.astype(np.uint8).reshape(-1, 1, 8, 8)  # pixel values 0..16
+    y = bunch.target.astype(np.int64)
+    x_tr, x_te, y_tr, y_te = train_test_split(
+        x, y, test_size=DIGITS_TEST_SIZE, stratify=y, random_state=DIGITS_SPLIT_SEED
+    )
+    return tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in (x_tr, y_tr, x_te, y_te))
+
+
+_TORCHVISION_CLASSES = {
+    "mnist": "MNIST",
+    "fashion-mnist": "FashionMNIST",
+    "cifar10": "CIFAR10",
+    "cifar100": "CIFAR100",
+}
+
+
+def _download(key: str, data_dir: str | os.PathLike | None) -> None:
+    """Let torchvision fetch the files into ``data_dir`` or the cache folder."""
+    import torchvision.datasets
+
+    root = Path(data_dir).expanduser() if data_dir is not None else files.default_cache_dir(key)
+    cls = getattr(torchvision.datasets, _TORCHVISION_CLASSES[key])
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        cls(root=str(root), train=True, download=True)
+    except Exception as err:  # network errors come in many types (URLError, OSError, ...)
+        looked = ", ".join(str(d) for d in files.candidate_dirs(key, data_dir))
+        raise DataError(
+            f"dataset {key!r} not found (looked in {looked}) and downloading it to {root} "
+            f"failed: {err}"
+        ) from err
