@@ -1,0 +1,46 @@
+"""curvprune: curvature-based neural-network pruning for PyTorch.
+
+Curvature estimators (`empirical_fisher_diag`, `hutchinson_diag`, `hessian_vector_product`),
+pruning scores from a registry of criteria (`CRITERIA`, `score`), masks applied with
+`torch.nn.utils.prune` (`prune`), and BatchNorm re-estimation (`bn_warmup`).
+"""
+
+from curvprune._version import __version__
+from curvprune.batchnorm import bn_warmup
+from curvprune.criteria import CRITERIA, Criterion, score
+from curvprune.curvature import (
+    empirical_fisher_diag,
+    hessian_vector_product,
+    hutchinson_diag,
+    loss_gradient,
+)
+from curvprune.errors import (
+    CheckpointError,
+    CurvpruneError,
+    DataError,
+    InvalidArgument,
+    InvalidType,
+)
+from curvprune.masks import select_masks, sparsity_report
+from curvprune.pruning import PruneResult, prune
+
+__all__ = [
+    "CRITERIA",
+    "CheckpointError",
+    "Criterion",
+    "CurvpruneError",
+    "DataError",
+    "InvalidArgument",
+    "InvalidType",
+    "PruneResult",
+    "__version__",
+    "bn_warmup",
+    "empirical_fisher_diag",
+    "hessian_vector_product",
+    "hutchinson_diag",
+    "loss_gradient",
+    "prune",
+    "score",
+    "select_masks",
+    "sparsity_report",
+]

@@ -1,0 +1,156 @@
+"""The criteria registry and `score`: one place that lists every criterion.
+
+`CRITERIA` maps a name to a `Criterion`; the CLI's ``list``, its error messages, the README's
+table and `score` all read it.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from curvprune.criteria import scores as s
+from curvprune.curvature.gradient import LossFn, default_loss
+from curvprune.errors import InvalidArgument
+from curvprune.params import Selector, prunable_weights
+from curvprune.state import preserved
+
+
+@dataclass(frozen=True)
+class Criterion:
+    """A pruning criterion.
+
+    Attributes:
+        name: registry key.
+        description: one line for ``curvprune list`` and the docs.
+        weight_score: per-weight score function (see `curvprune.criteria.scores`), or None if
+            the criterion is only structured.
+        data_free: needs no data beyond the input shape.
+        default_iterations: rounds of score → prune that `prune` runs by default.
+    """
+
+    name: str
+    description: str
+    weight_score: Callable | None
+    data_free: bool = False
+    default_iterations: int = 1
+
+    @property
+    def options(self) -> tuple[str, ...]:
+        """Keyword options the criterion accepts."""
+        if self.weight_score is None:
+            return ()
+        params = inspect.signature(self.weight_score).parameters.values()
+        named = tuple(p.name for p in params if p.kind is p.KEYWORD_ONLY)
+        if self.weight_score is s.woodfisher_scores:
+            named = ("dampening", "block_size", "num_grads", "fisher_batch_size")
+        return named
+
+    @property
+    def unstructured(self) -> bool:
+        return self.weight_score is not None
+
+
+CRITERIA: dict[str, Criterion] = {
+    c.name: c
+    for c in [
+        Criterion("random", "uniform random scores (baseline)", s.random_scores, data_free=True),
+        Criterion("magnitude", "|θ| (baseline)", s.magnitude_scores, data_free=True),
+        Criterion("snip", "|θ⊙g|, SNIP connection sensitivity", s.snip_scores),
+        Criterion("grasp", "θ⊙(Hg), GraSP gradient-flow preservation", s.grasp_scores),
+        Criterion(
+            "synflow",
+            "|θ|⊙∂R/∂|θ|, data-free SynFlow (100 rounds by default)",
+            s.synflow_scores,
+            data_free=True,
+            default_iterations=100,
+        ),
+        Criterion("fisher", "½θ²⊙F, OBD with the empirical Fisher diagonal", s.fisher_scores),
+        Criterion("fts", "|θ⊙g + ½θ²⊙F|, Fisher-Taylor sensitivity", s.fts_scores),
+        Criterion("hp", "½θ²⊙D, OBD with the Hutchinson Hessian diagonal", s.hp_scores),
+        Criterion("hts", "|θ⊙g + ½θ²⊙D|, Hutchinson-Taylor sensitivity", s.hts_scores),
+        Criterion("oba", "|θ⊙(Hθ)|, Optimal Brain Apoptosis", s.oba_scores),
+        Criterion(
+            "woodfisher",
+            "θ²/(2[F⁻¹]qq), WoodFisher block inverse Fisher (OBS update in prune)",
+            s.woodfisher_scores,
+        ),
+    ]
+}
+
+
+def get_criterion(name: str) -> Criterion:
+    """The registered criterion, or an error listing the known ones."""
+    if not isinstance(name, str) or name not in CRITERIA:
+        raise InvalidArgument(
+            f"unknown criterion {name!r}; known criteria: {', '.join(CRITERIA)}"
+        )
+    return CRITERIA[name]
+
+
+def check_options(criterion: Criterion, options: dict) -> None:
+    """Reject options the criterion does not take, naming the ones it does."""
+    unknown = sorted(set(options) - set(criterion.options))
+    if unknown:
+        takes = ", ".join(criterion.options) or "no options"
+        raise InvalidArgument(
+            f"criterion {criterion.name!r} does not take {', '.join(unknown)}; it takes: {takes}"
+        )
+
+
+def _reiterable(batches: Iterable) -> Iterable:
+    """A list if `batches` is a one-shot iterator (criteria may pass over the data twice)."""
+    return list(batches) if iter(batches) is batches else batches
+
+
+def check_finite(scores: dict[str, Tensor], criterion: str) -> None:
+    for name, t in scores.items():
+        bad = (~torch.isfinite(t)).sum().item()
+        if bad:
+            raise InvalidArgument(
+                f"criterion {criterion!r} gave {bad} non-finite scores (NaN or inf) for "
+                f"tensor {name!r}; check the model's weights, the data and the loss"
+            )
+
+
+def score(
+    model: nn.Module,
+    criterion: str,
+    batches: Iterable,
+    *,
+    loss_fn: LossFn | None = None,
+    prunable: Selector = None,
+    **options,
+) -> dict[str, Tensor]:
+    """Scores for the prunable weights: higher = keep.
+
+    Args:
+        model: the network; its parameters, modes and buffers are left unchanged.
+        criterion: a name from `CRITERIA`.
+        batches: iterable of ``(inputs, targets)``; the objective is the mean per-sample loss.
+        loss_fn: batch-mean loss; None for cross-entropy.
+        prunable: None (the weight of every Linear and Conv1d/2d/3d), weight names, or a
+            predicate ``f(name, module)``.
+        **options: the criterion's options (see ``CRITERIA[name].options``).
+
+    Returns:
+        ``{weight name: scores}`` shaped like each weight. For weights already pruned with
+        `torch.nn.utils.prune`, the name is the weight's own (``"fc.weight"``, not
+        ``"fc.weight_orig"``).
+    """
+    crit = get_criterion(criterion)
+    check_options(crit, options)
+    weights = prunable_weights(model, prunable)
+    batches = _reiterable(batches)
+    with preserved(model):
+        result = crit.weight_score(model, weights, batches, default_loss(loss_fn), **options)
+    result = {n: t.detach() for n, t in result.items()}
+    check_finite(result, criterion)
+    return result
+
+
+__all__ = ["CRITERIA", "Criterion", "check_options", "get_criterion", "score"]

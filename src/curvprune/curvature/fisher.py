@@ -1,0 +1,55 @@
+"""The empirical Fisher diagonal."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import Tensor, nn
+
+from curvprune.curvature.gradient import LossFn, default_loss
+from curvprune.curvature.per_sample import chunk_gradients
+from curvprune.errors import InvalidArgument
+from curvprune.params import trainable_parameters
+from curvprune.state import preserved
+
+
+def empirical_fisher_diag(
+    model: nn.Module,
+    loss_fn: LossFn | None,
+    batches: Iterable,
+    *,
+    fisher_batch_size: int = 1,
+    names: list[str] | None = None,
+) -> dict[str, Tensor]:
+    """Diagonal of the empirical Fisher: the mean over gradients g of g ⊙ g.
+
+    Each g is the gradient of the loss averaged over `fisher_batch_size` consecutive samples
+    (1: per-sample gradients). Chunks run across batch boundaries; only the last chunk of all
+    the data may be shorter, and every chunk counts once in the mean.
+
+    Args:
+        model: the network; left unchanged.
+        loss_fn: batch-mean loss; None for cross-entropy.
+        batches: iterable of ``(inputs, targets)``.
+        fisher_batch_size: samples per gradient.
+        names: restrict to these parameter names (default: every trainable parameter).
+
+    Returns:
+        ``{name: F}`` with F shaped like the parameter, for every trainable parameter.
+    """
+    loss_fn = default_loss(loss_fn)
+    params = trainable_parameters(model)
+    names = list(params) if names is None else list(names)
+    total = {n: torch.zeros_like(params[n]) for n in names}
+    count = 0
+    with preserved(model):
+        for squares, chunks in chunk_gradients(
+            model, loss_fn, batches, names, fisher_batch_size, square=True
+        ):
+            for n in names:
+                total[n].add_(squares[n])
+            count += chunks
+    if count == 0:
+        raise InvalidArgument("batches is empty: pass at least one (inputs, targets) batch")
+    return {n: t / count for n, t in total.items()}

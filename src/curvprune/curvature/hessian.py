@@ -1,0 +1,145 @@
+"""Hessian-vector products and the Hutchinson estimate of the Hessian diagonal.
+
+H is the Hessian of L, the mean per-sample loss over all batches, with respect to the
+trainable parameters. Products are exact: double backward through each batch, weighted by the
+batch's share of the samples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import torch
+from torch import Tensor, nn
+
+from curvprune.batches import iter_batches
+from curvprune.curvature.gradient import LossFn, batch_loss, default_loss
+from curvprune.errors import InvalidArgument
+from curvprune.params import check_param_dict, trainable_parameters
+from curvprune.state import preserved
+
+
+def _hvp_pass(
+    model: nn.Module,
+    loss_fn: LossFn,
+    batches: Iterable,
+    vectors,
+    *,
+    with_gradient: bool = False,
+):
+    """One pass over the data: Σ_batches (B/N)·H_b v for every v produced by `vectors`.
+
+    `vectors(params)` is called once per batch and returns a list of dicts (the same vectors
+    for every batch). Returns the list of products and, if asked, the gradient ∇L.
+    """
+    params = trainable_parameters(model)
+    plist = list(params.values())
+    products = None
+    grad_total = {n: torch.zeros_like(p) for n, p in params.items()} if with_gradient else None
+    count = 0
+    with preserved(model):
+        for x, y in iter_batches(batches, model):
+            b = x.shape[0]
+            loss = batch_loss(model, loss_fn, x, y)
+            grads = torch.autograd.grad(loss, plist, create_graph=True, allow_unused=True)
+            grads = [torch.zeros_like(p) if g is None else g for p, g in zip(plist, grads)]
+            vs = vectors(params)
+            if products is None:
+                products = [{n: torch.zeros_like(p) for n, p in params.items()} for _ in vs]
+            for k, v in enumerate(vs):
+                dot = sum(
+                    (g * v[n]).sum() for (n, _), g in zip(params.items(), grads) if n in v
+                )
+                if not dot.requires_grad:  # the loss is linear in these parameters
+                    continue
+                hv = torch.autograd.grad(
+                    dot, plist, retain_graph=k < len(vs) - 1 or with_gradient,
+                    allow_unused=True,
+                )
+                for (n, _), h in zip(params.items(), hv):
+                    if h is not None:
+                        products[k][n].add_(h.detach(), alpha=b)
+            if with_gradient:
+                for (n, _), g in zip(params.items(), grads):
+                    grad_total[n].add_(g.detach(), alpha=b)
+            count += b
+    if count == 0:
+        raise InvalidArgument("batches is empty: pass at least one (inputs, targets) batch")
+    products = [{n: t / count for n, t in p.items()} for p in products]
+    if with_gradient:
+        return products, {n: t / count for n, t in grad_total.items()}
+    return products
+
+
+def hessian_vector_product(
+    model: nn.Module,
+    loss_fn: LossFn | None,
+    batches: Iterable,
+    vector: Mapping[str, Tensor],
+) -> dict[str, Tensor]:
+    """Exact H·v for every trainable parameter.
+
+    Args:
+        model: the network; its parameters, modes and buffers are left unchanged.
+        loss_fn: batch-mean loss ``loss_fn(outputs, targets)``; None for cross-entropy.
+        batches: iterable of ``(inputs, targets)``.
+        vector: dict keyed by ``named_parameters()`` names; missing parameters count as zero.
+
+    Returns:
+        dict with one tensor per trainable parameter, shaped like it.
+    """
+    v = check_param_dict(vector, model, "vector")
+    v = {n: t.detach() for n, t in v.items()}
+    return _hvp_pass(model, default_loss(loss_fn), batches, lambda params: [v])[0]
+
+
+def rademacher_probes(
+    params: Mapping[str, Tensor], num_probes: int, seed: int
+) -> list[dict[str, Tensor]]:
+    """`num_probes` Rademacher vectors (entries ±1), reproducible from `seed` alone.
+
+    Drawn on the CPU in float64 order of ``named_parameters()``, so the probes do not depend on
+    the device or dtype.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    probes = []
+    for _ in range(num_probes):
+        z = {}
+        for n, p in params.items():
+            bits = torch.randint(0, 2, p.shape, generator=gen, dtype=torch.int8)
+            z[n] = (bits.to(p.dtype) * 2 - 1).to(p.device)
+        probes.append(z)
+    return probes
+
+
+def hutchinson_diag(
+    model: nn.Module,
+    loss_fn: LossFn | None,
+    batches: Iterable,
+    *,
+    num_probes: int = 10,
+    seed: int = 0,
+) -> dict[str, Tensor]:
+    """Hutchinson's unbiased estimate of diag(H): mean over probes z of z ⊙ (H z).
+
+    z has independent Rademacher entries, so E[z ⊙ Hz] = diag(H); the error falls as
+    1/sqrt(num_probes). The same `seed` gives the same probes and the same result.
+    """
+    return _hutchinson(model, loss_fn, batches, num_probes=num_probes, seed=seed)[0]
+
+
+def _hutchinson(model, loss_fn, batches, *, num_probes, seed, with_gradient=False):
+    if isinstance(num_probes, bool) or not isinstance(num_probes, int) or num_probes < 1:
+        raise InvalidArgument(f"num_probes must be a positive integer, got {num_probes!r}")
+    probes: list = []
+
+    def vectors(params):
+        if not probes:
+            probes.extend(rademacher_probes(params, num_probes, seed))
+        return probes
+
+    out = _hvp_pass(model, default_loss(loss_fn), batches, vectors, with_gradient=with_gradient)
+    products, grad = out if with_gradient else (out, None)
+    diag = {n: sum(z[n] * hz[n] for z, hz in zip(probes, products)) / num_probes
+            for n in products[0]}
+    return diag, grad

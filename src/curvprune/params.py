@@ -1,0 +1,159 @@
+"""Parameters by name: trainable parameters, prunable weights, and dict validation.
+
+Everything per parameter is a ``dict[str, Tensor]`` keyed by ``model.named_parameters()``
+names. A weight pruned with `torch.nn.utils.prune` is stored as the parameter
+``<module>.weight_orig`` times the buffer ``<module>.weight_mask``; curvature estimators key it
+by its parameter name (``...weight_orig``, gradients masked), while scores and masks key it by
+the weight's own name (``...weight``), which stays the same before and after pruning.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from curvprune.errors import InvalidArgument, InvalidType
+
+DEFAULT_PRUNABLE_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def trainable_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
+    """``named_parameters()`` restricted to those with ``requires_grad``."""
+    return {n: p for n, p in model.named_parameters() if p.requires_grad}
+
+
+@dataclass(frozen=True)
+class PrunableWeight:
+    """A weight that can be pruned.
+
+    Attributes:
+        name: the weight's own name, e.g. ``"features.0.weight"`` (key of scores and masks).
+        module: the module that owns it.
+        attr: attribute name on the module, e.g. ``"weight"``.
+        param_name: the trainable parameter behind it: `name`, or ``name + "_orig"`` when the
+            module is pruned with `torch.nn.utils.prune`.
+    """
+
+    name: str
+    module: nn.Module
+    attr: str
+    param_name: str
+
+    @property
+    def is_pruned(self) -> bool:
+        return hasattr(self.module, self.attr + "_mask")
+
+    def mask(self) -> Tensor | None:
+        """The current bool mask, or None if not pruned yet."""
+        m = getattr(self.module, self.attr + "_mask", None)
+        return None if m is None else m.bool()
+
+    def value(self) -> Tensor:
+        """The effective weight θ (masked, if pruned), detached."""
+        if self.is_pruned:
+            return (getattr(self.module, self.attr + "_orig") * getattr(
+                self.module, self.attr + "_mask")).detach()
+        return getattr(self.module, self.attr).detach()
+
+
+def _all_weights(model: nn.Module) -> dict[str, PrunableWeight]:
+    """Every parameter of every module as a candidate, keyed by its weight name."""
+    out = {}
+    for mod_name, module in model.named_modules():
+        for p_name, param in module.named_parameters(recurse=False):
+            if not param.requires_grad:
+                continue
+            attr = p_name[: -len("_orig")] if p_name.endswith("_orig") else p_name
+            if p_name.endswith("_orig") and not hasattr(module, attr + "_mask"):
+                attr = p_name
+            prefix = f"{mod_name}." if mod_name else ""
+            out[prefix + attr] = PrunableWeight(prefix + attr, module, attr, prefix + p_name)
+    return out
+
+
+Selector = Iterable[str] | Callable[[str, nn.Module], bool] | None
+
+
+def prunable_weights(model: nn.Module, prunable: Selector = None) -> dict[str, PrunableWeight]:
+    """The weights to prune, keyed by weight name, in ``named_parameters()`` order.
+
+    Args:
+        model: the network.
+        prunable: None for the ``weight`` of every Linear and Conv1d/2d/3d; an iterable of
+            weight names; or a predicate ``f(name, module) -> bool`` over every trainable
+            parameter's weight name and owning module.
+
+    Raises:
+        InvalidArgument: unknown names, or nothing to prune.
+    """
+    candidates = _all_weights(model)
+    if prunable is None:
+        chosen = {
+            n: w
+            for n, w in candidates.items()
+            if w.attr == "weight" and isinstance(w.module, DEFAULT_PRUNABLE_TYPES)
+        }
+    elif callable(prunable):
+        chosen = {n: w for n, w in candidates.items() if prunable(n, w.module)}
+    elif isinstance(prunable, str):
+        raise InvalidType(f"prunable must be a list of weight names, not the string {prunable!r}")
+    else:
+        names = list(prunable)
+        unknown = [n for n in names if n not in candidates]
+        if unknown:
+            raise InvalidArgument(
+                f"prunable names {unknown} are not trainable weights of the model; "
+                f"valid names: {sorted(candidates)}"
+            )
+        chosen = {n: candidates[n] for n in candidates if n in set(names)}
+    if not chosen:
+        raise InvalidArgument(
+            "the model has no prunable weights (by default: the weight of every Linear and "
+            "Conv1d/2d/3d module); pass prunable=[names] or a predicate to choose others"
+        )
+    return chosen
+
+
+def check_param_dict(
+    value: object, model: nn.Module, what: str, *, allow_missing: bool = True
+) -> dict[str, Tensor]:
+    """Validate a per-parameter dict against the model's trainable parameters.
+
+    Raises:
+        InvalidType: `value` is not a mapping (say, a list from ``model.parameters()``).
+        InvalidArgument: unknown keys, missing keys (unless allowed) or wrong shapes.
+    """
+    if not isinstance(value, Mapping):
+        raise InvalidType(
+            f"{what} must be a dict from parameter name to tensor, keyed like "
+            f"model.named_parameters(), e.g. {{name: torch.randn_like(p) for name, p in "
+            f"model.named_parameters()}}; got {type(value).__name__}"
+        )
+    params = trainable_parameters(model)
+    unknown = sorted(set(value) - set(params))
+    if unknown:
+        raise InvalidArgument(
+            f"{what} has keys {unknown} that are not trainable parameters; valid: {sorted(params)}"
+        )
+    if not allow_missing:
+        missing = sorted(set(params) - set(value))
+        if missing:
+            raise InvalidArgument(f"{what} is missing parameters {missing}")
+    out = {}
+    for name, t in value.items():
+        if not isinstance(t, Tensor):
+            raise InvalidType(f"{what}[{name!r}] must be a tensor, got {type(t).__name__}")
+        if t.shape != params[name].shape:
+            raise InvalidArgument(
+                f"{what}[{name!r}] has shape {tuple(t.shape)}, the parameter has "
+                f"{tuple(params[name].shape)}"
+            )
+        out[name] = t.to(device=params[name].device, dtype=params[name].dtype)
+    return out
+
+
+def zeros_like_params(params: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    return {n: torch.zeros_like(p, memory_format=torch.contiguous_format) for n, p in params.items()}
