@@ -113,25 +113,29 @@ def find_files(name: str, data_dir: str | os.PathLike | None = None) -> Found:
     looked: list[str] = []
     seen: set[Path] = set()
     for base in candidate_dirs(name, data_dir):
+        if base in seen:
+            continue
+        seen.add(base)
+        partial = []
         for sub in SUBDIRS[name]:
             root = base / sub if sub else base
-            if root in seen:
-                continue
-            seen.add(root)
             found, missing = _match(name, root)
             if not missing:
                 return Found(root=root, files=found)
             if found:
-                looked.append(f"{root} (missing {', '.join(missing)})")
-            else:
-                looked.append(str(root))
+                partial.append(
+                    f"{root} has {len(found)} of the files, missing {', '.join(missing)}"
+                )
+        looked.append(f"{base} ({'; '.join(partial)})" if partial else str(base))
     raise DataError(not_found_message(name, looked))
 
 
 def not_found_message(name: str, looked: list[str]) -> str:
     """One-line message for a dataset that was not found."""
-    need = ", ".join(REQUIRED[name])
+    need = ", ".join(REQUIRED[name]) + (" (each optionally .gz)" if name in _GZ_OPTIONAL else "")
+    subs = [f"{sub}/" for sub in SUBDIRS[name] if sub]
+    inside = f" (and inside each: {', '.join(subs)})" if subs else ""
     return (
-        f"dataset {name!r} not found: need {need}; looked in: {'; '.join(looked)}. "
+        f"dataset {name!r} not found: need {need}; looked in: {', '.join(looked)}{inside}. "
         f"Pass data_dir=..., set ${ENV_VAR}, or put the files in {default_cache_dir(name)}"
     )

@@ -154,6 +154,9 @@ def load_data(
     num_workers = check_int("num_workers", num_workers, 0)
     if train_limit is not None:
         train_limit = check_int("train_limit", train_limit, 1)
+    world_size = check_int("world_size", world_size, 1)
+    if check_int("rank", rank, 0) >= world_size:
+        raise InvalidArgument(f"rank must be in 0..{world_size - 1}, got {rank}")
     common = dict(seed=seed, rank=rank, world_size=world_size)
 
     if info.in_memory:
