@@ -1,0 +1,166 @@
+"""Checkpoints: safetensors on disk, masks restored on load, never code execution.
+
+A pruned model's state dict holds ``<module>.weight_orig`` and ``<module>.weight_mask`` (the
+`torch.nn.utils.prune` parametrization). `load_checkpoint` re-applies those masks to a freshly
+built dense model before loading, so a pruned checkpoint comes back pruned. A ``.pt`` / ``.pth``
+file is read only with ``torch.load(weights_only=True)``, which refuses pickled code.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn.utils import prune as torch_prune
+
+from curvprune.errors import CheckpointError
+
+__all__ = ["load_checkpoint", "read_checkpoint", "save_checkpoint"]
+
+_MASK_SUFFIX = "_mask"
+_PT_SUFFIXES = (".pt", ".pth")
+
+
+def save_checkpoint(
+    model: nn.Module, path: str | os.PathLike, *, metadata: dict[str, str] | None = None
+) -> None:
+    """Write ``model.state_dict()`` as safetensors, atomically (temp file, then rename).
+
+    Args:
+        model: The network, pruned (``weight_orig`` + ``weight_mask``) or dense.
+        path: Target file, conventionally ``model.safetensors``.
+        metadata: String pairs stored in the header, e.g. ``{"model": "mlp"}``; `load_checkpoint`
+            checks them against what the caller expects.
+    """
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # clone() breaks storage sharing, which safetensors refuses to write.
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    save_file(state, str(tmp), metadata={k: str(v) for k, v in (metadata or {}).items()})
+    os.replace(tmp, path)
+
+
+def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Read a checkpoint's tensors and metadata without touching any model.
+
+    Returns:
+        ``(state_dict, metadata)``; metadata is empty for ``.pt`` files.
+
+    Raises:
+        CheckpointError: If the file is missing, unreadable, not a flat dict of tensors, or of
+            an unknown format.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path} (looked in {path.resolve().parent})")
+    if path.suffix in _PT_SUFFIXES:
+        return _read_pt(path), {}
+    if path.suffix != ".safetensors":
+        raise CheckpointError(
+            f"unsupported checkpoint format {path.suffix or '(none)'!r} for {path}; "
+            "use .safetensors (or .pt / .pth, read with weights_only=True)"
+        )
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            metadata = dict(f.metadata() or {})
+            state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no iter)
+    except Exception as err:  # safetensors raises several types for a damaged header
+        raise CheckpointError(f"corrupt checkpoint {path}: not a valid safetensors file") from err
+    return state, metadata
+
+
+def _read_pt(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # unpickling errors come in many types; all mean "refused"
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(
+            f"cannot read {path} with torch.load(weights_only=True) (corrupt, or it holds "
+            f"objects other than tensors): {reason[:200]}"
+        ) from err
+    # Common wrappers: {"state_dict": ...} or {"model": ...}.
+    if isinstance(obj, dict):
+        for key in ("state_dict", "model"):
+            if isinstance(obj.get(key), dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{path} does not hold a state dict (a dict of name -> tensor)")
+    return dict(obj)
+
+
+def load_checkpoint(
+    model: nn.Module, path: str | os.PathLike, *, expect: dict[str, str] | None = None
+) -> dict[str, str]:
+    """Load a checkpoint into ``model`` in place, re-applying any pruning masks it holds.
+
+    Args:
+        model: A model of the same architecture (dense or already pruned the same way).
+        path: ``.safetensors`` (preferred) or ``.pt`` / ``.pth``.
+        expect: Metadata the checkpoint must agree with where it records the key, e.g.
+            ``{"model": "lenet5"}``.
+
+    Returns:
+        The checkpoint's metadata.
+
+    Raises:
+        CheckpointError: Missing, corrupt or unsafe file; metadata, keys or shapes that do not
+            match the model.
+    """
+    state, metadata = read_checkpoint(path)
+    for key, want in (expect or {}).items():
+        have = metadata.get(key)
+        if have is not None and have != str(want):
+            raise CheckpointError(f"checkpoint {path} is for {key} {have!r}, not {want!r}")
+    _apply_masks(model, state, path)
+    _check_keys(model, state, path)
+    # The masks registered above are buffers in the state dict, so this overwrites them too.
+    model.load_state_dict(state, strict=True)
+    return metadata
+
+
+def _apply_masks(model: nn.Module, state: dict[str, torch.Tensor], path: os.PathLike) -> None:
+    """Register `torch.nn.utils.prune` masks for every ``*_mask`` entry the model lacks."""
+    own = model.state_dict()
+    for key, mask in state.items():
+        if not key.endswith(_MASK_SUFFIX) or key in own:
+            continue
+        module_name, _, tensor_name = key[: -len(_MASK_SUFFIX)].rpartition(".")
+        try:
+            module = model.get_submodule(module_name)
+        except AttributeError:
+            continue  # reported as an unexpected key by _check_keys
+        param = getattr(module, tensor_name, None)
+        if not isinstance(param, nn.Parameter):
+            continue
+        if param.shape != mask.shape:
+            raise CheckpointError(
+                f"checkpoint {path} does not match the model: mask {key} has shape "
+                f"{tuple(mask.shape)}, the parameter {tuple(param.shape)}"
+            )
+        torch_prune.custom_from_mask(module, tensor_name, mask=mask.to(param.device).bool())
+
+
+def _check_keys(model: nn.Module, state: dict[str, torch.Tensor], path: os.PathLike) -> None:
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+        for k in sorted(set(own) & set(state))
+        if state[k].shape != own[k].shape
+    ]
+    problems = []
+    for what, items in (("missing", missing), ("unexpected", unexpected), ("shape", shapes)):
+        if items:
+            more = f" (+{len(items) - 3} more)" if len(items) > 3 else ""
+            problems.append(f"{what}: {', '.join(items[:3])}{more}")
+    if problems:
+        raise CheckpointError(f"checkpoint {path} does not match the model ({'; '.join(problems)})")

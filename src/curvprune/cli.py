@@ -1,0 +1,371 @@
+"""The ``curvprune`` command: list, train, prune, sweep, report.
+
+Every user error exits with status 2 and one line on stderr (``curvprune: error: ...``), never
+a traceback: `CurvpruneError` from anywhere in the library, argparse's own errors, and OS errors
+on the user's paths. Anything else is a bug and keeps its traceback.
+
+Run options are parsed with ``argparse.SUPPRESS`` defaults, so the namespace holds only the
+flags the user typed; defaults live in one place, `RunConfig`, and a sweep's YAML file sits
+between the two (defaults < file < command line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from curvprune._version import __version__
+from curvprune.errors import CurvpruneError, InvalidArgument
+
+__all__ = ["build_parser", "main"]
+
+_D = None  # filled lazily: RunConfig() for the defaults shown in --help
+
+
+def _defaults():
+    global _D
+    if _D is None:
+        from curvprune.experiment import RunConfig
+
+        _D = RunConfig()
+    return _D
+
+
+def _csv(kind: type):
+    """An argparse type for comma-separated values of ``kind``."""
+
+    def parse(text: str) -> list:
+        items = [t.strip() for t in text.split(",") if t.strip()]
+        if not items:
+            raise ValueError(text)
+        return [kind(t) for t in items]
+
+    parse.__name__ = f"comma-separated {kind.__name__}"
+    return parse
+
+
+def _add_run_options(p: argparse.ArgumentParser, *, pruning: bool) -> None:
+    d = _defaults()
+    g = p.add_argument_group("model and data")
+    g.add_argument("--model", help=f"model name, see `curvprune list models` (default {d.model})")
+    g.add_argument("--dataset", help=f"dataset name (default {d.dataset})")
+    g.add_argument(
+        "--data-dir",
+        help="where the dataset's files are (default: search the usual "
+        "places; the error lists them)",
+    )
+    g.add_argument("--download", action="store_true", help="let torchvision download the data")
+    g.add_argument("--train-limit", type=int, help="use only the first N training examples")
+    g.add_argument(
+        "--no-augment",
+        dest="augment",
+        action="store_false",
+        help="turn off training-set augmentation",
+    )
+    g = p.add_argument_group("training")
+    g.add_argument(
+        "--epochs",
+        type=float,
+        help=f"epochs of training after pruning; 0 evaluates "
+        f"right after pruning (default {d.epochs:g})",
+    )
+    g.add_argument("--batch-size", type=int, help=f"default {d.batch_size}")
+    g.add_argument("--lr", type=float, help=f"peak SGD learning rate (default {d.lr:g})")
+    g.add_argument("--momentum", type=float, help=f"default {d.momentum:g}")
+    g.add_argument("--weight-decay", type=float, help=f"default {d.weight_decay:g}")
+    g.add_argument("--lr-schedule", help=f"cosine or multistep (default {d.lr_schedule})")
+    g.add_argument(
+        "--milestones",
+        type=_csv(float),
+        help="multistep epochs, e.g. 30,60 (default: 50%% and 75%% of the epochs)",
+    )
+    g.add_argument("--gamma", type=float, help=f"multistep decay factor (default {d.gamma:g})")
+    g.add_argument("--seed", type=int, help=f"default {d.seed}")
+    g.add_argument("--device", help="auto, cpu or cuda (default auto)")
+    g.add_argument(
+        "--threads",
+        type=int,
+        help="CPU threads for torch (default: torch's; 1 is fastest for "
+        "small models on shared cores)",
+    )
+    if not pruning:
+        return
+    g = p.add_argument_group("pruning")
+    g.add_argument("--criterion", help=f"see `curvprune list criteria` (default {d.criterion})")
+    g.add_argument(
+        "--sparsity",
+        type=float,
+        help=f"fraction of prunable weights removed, in [0, 1) (default {d.sparsity:g})",
+    )
+    g.add_argument("--scope", help=f"global or layerwise thresholds (default {d.scope})")
+    g.add_argument(
+        "--score-samples",
+        type=int,
+        help=f"training examples used for scoring (default {d.score_samples})",
+    )
+    g.add_argument("--at", help=f"regime: init, early, trained or gradual (default {d.at})")
+    g.add_argument(
+        "--bn-warmup",
+        action="store_true",
+        help="init: re-estimate BatchNorm statistics before scoring",
+    )
+    g.add_argument(
+        "--recalibrate-bn",
+        action="store_true",
+        help="re-estimate BatchNorm statistics after each pruning step",
+    )
+    g.add_argument(
+        "--prune-after",
+        type=float,
+        help=f"early: epochs before pruning, fractions allowed (default {d.prune_after:g})",
+    )
+    g.add_argument("--checkpoint", help="trained/gradual: start from this .safetensors (or .pt)")
+    g.add_argument(
+        "--pretrain-epochs",
+        type=float,
+        help="trained/gradual: train this long before pruning (no --checkpoint)",
+    )
+    g.add_argument(
+        "--initial-sparsity",
+        type=float,
+        help=f"gradual: sparsity of the first step (default {d.initial_sparsity:g})",
+    )
+    g.add_argument(
+        "--start-epoch",
+        type=float,
+        help=f"gradual: first pruning epoch (default {d.start_epoch:g})",
+    )
+    g.add_argument(
+        "--end-epoch", type=float, help=f"gradual: last pruning epoch (default {d.end_epoch:g})"
+    )
+    g.add_argument(
+        "--frequency",
+        type=float,
+        help=f"gradual: epochs between pruning steps (default {d.frequency:g})",
+    )
+    g = p.add_argument_group("criterion options (each criterion takes some; default: its own)")
+    g.add_argument("--num-probes", type=int, help="Hutchinson probes (hp, hts)")
+    g.add_argument("--temperature", type=float, help="softmax temperature (hp, hts)")
+    g.add_argument("--dampening", type=float, help="Fisher dampening (woodfisher)")
+    g.add_argument("--block-size", type=int, help="WoodFisher block size")
+    g.add_argument("--num-grads", type=int, help="gradients in the Fisher (woodfisher)")
+    g.add_argument(
+        "--fisher-batch-size",
+        type=int,
+        help="examples per Fisher gradient (fisher, fts, woodfisher)",
+    )
+    g.add_argument("--normalize", help="oba: none or max (scores / their max per tensor)")
+    g.add_argument(
+        "--add-magnitude", action="store_true", help="oba: add |θ| to the scores (unstructured)"
+    )
+    g.add_argument(
+        "--iterations", type=int, help="prune in this many rounds (any criterion; synflow: 100)"
+    )
+
+
+def _add_output_options(p: argparse.ArgumentParser, *, out_required: bool) -> None:
+    g = p.add_argument_group("output")
+    g.add_argument("--out", required=out_required, help="output directory")
+    g.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
+    g.add_argument(
+        "--tensorboard",
+        metavar="DIR",
+        help="also log scalars to TensorBoard in DIR (needs the tensorboard package)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``curvprune`` command."""
+    parser = argparse.ArgumentParser(
+        prog="curvprune",
+        description="Curvature-based pruning experiments: prune at init, early, after training "
+        "or gradually, and sweep criteria x sparsities x seeds.",
+    )
+    parser.add_argument("--version", action="version", version=f"curvprune {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    suppress = {"argument_default": argparse.SUPPRESS}
+
+    p = sub.add_parser("list", help="list criteria, models, datasets and regimes")
+    p.add_argument("what", nargs="?", choices=["criteria", "models", "datasets", "regimes"])
+
+    p = sub.add_parser(
+        "train", help="train a dense model; writes model.safetensors, result.json", **suppress
+    )
+    _add_run_options(p, pruning=False)
+    _add_output_options(p, out_required=True)
+
+    p = sub.add_parser(
+        "prune", help="one pruning run; writes result.json (and model.safetensors)", **suppress
+    )
+    _add_run_options(p, pruning=True)
+    _add_output_options(p, out_required=False)
+
+    p = sub.add_parser(
+        "sweep", help="run a grid; resumable; writes results.csv, summary, plots", **suppress
+    )
+    g = p.add_argument_group(
+        "grid (each also accepted by --config; a YAML list makes any option an axis)"
+    )
+    g.add_argument("--config", help="YAML file with the flags' names as keys")
+    g.add_argument("--criteria", type=_csv(str), help="comma-separated criteria")
+    g.add_argument("--sparsities", type=_csv(float), help="comma-separated sparsities")
+    g.add_argument("--seeds", type=_csv(int), help="comma-separated seeds")
+    _add_run_options(p, pruning=True)
+    _add_output_options(p, out_required=False)
+
+    p = sub.add_parser("report", help="rebuild summary.md and the plots from DIR/results.csv")
+    p.add_argument("dir", help="a sweep's output directory")
+    return parser
+
+
+_NOT_RUN_OPTIONS = ("command", "out", "quiet", "tensorboard", "config")
+
+
+def _run_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {k: v for k, v in vars(args).items() if k not in _NOT_RUN_OPTIONS}
+
+
+def _log(quiet: bool):
+    return (lambda msg: None) if quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+
+
+def _cmd_list(args: argparse.Namespace) -> None:
+    from curvprune import CRITERIA
+    from curvprune.data import DATASETS
+    from curvprune.experiment import REGIMES
+    from curvprune.models import MODELS
+
+    def tags(c: Any) -> str:
+        flags = [t for t, on in (("data-free", c.data_free),) if on]
+        return f" [{', '.join(flags)}]" if flags else ""
+
+    sections = {
+        "criteria": {n: c.description + tags(c) for n, c in CRITERIA.items()},
+        "models": {n: m.description for n, m in MODELS.items()},
+        "datasets": {n: d.description for n, d in DATASETS.items()},
+        "regimes": REGIMES,
+    }
+    chosen = [args.what] if args.what else list(sections)
+    for title in chosen:
+        entries = sections[title]
+        print(f"{title}:")
+        width = max(map(len, entries), default=0)
+        for name, text in entries.items():
+            print(f"  {name:<{width}}  {text}")
+
+
+def _cmd_train(args: argparse.Namespace) -> None:
+    from curvprune.experiment import RunConfig, train_dense
+
+    cfg = RunConfig.from_dict(_run_options(args))
+    quiet = getattr(args, "quiet", False)
+    result = train_dense(
+        cfg,
+        out_dir=args.out,
+        quiet=quiet,
+        tensorboard=getattr(args, "tensorboard", None),
+        log=_log(quiet),
+    )
+    print(
+        f"{cfg.model} on {cfg.dataset}: test accuracy {result['test_accuracy']:.4f} after "
+        f"{cfg.epochs:g} epochs; wrote {Path(args.out) / 'model.safetensors'}"
+    )
+
+
+def _cmd_prune(args: argparse.Namespace) -> None:
+    from curvprune.experiment import RunConfig, run_experiment
+
+    cfg = RunConfig.from_dict(_run_options(args))
+    quiet = getattr(args, "quiet", False)
+    out = getattr(args, "out", None)
+    r = run_experiment(
+        cfg,
+        out_dir=out,
+        save_model=out is not None,
+        quiet=quiet,
+        tensorboard=getattr(args, "tensorboard", None),
+        log=_log(quiet),
+    )
+    print(
+        f"{r['label']} at {r['at']}, sparsity {r['actual_sparsity']:.4f}: test accuracy "
+        f"{r['test_accuracy']:.4f} (at prune {r['accuracy_at_prune']:.4f}); "
+        f"collapsed layers: {', '.join(r['collapsed_layers']) or 'none'}"
+        + (f"; wrote {Path(out) / 'result.json'}" if out else "")
+    )
+    if out is None and not quiet:
+        print(json.dumps({k: r[k] for k in ("layer_density", "timings")}))
+
+
+def _cmd_sweep(args: argparse.Namespace) -> None:
+    from curvprune.report import build_report
+    from curvprune.sweep import expand_grid, load_sweep_file, run_sweep
+
+    spec: dict[str, Any] = {}
+    if getattr(args, "config", None):
+        spec.update(load_sweep_file(args.config))
+    cli = vars(args)
+    for plural, singular in (
+        ("criteria", "criterion"),
+        ("sparsities", "sparsity"),
+        ("seeds", "seed"),
+    ):
+        # A flag on the command line replaces the file's value, singular or plural.
+        if plural in cli or singular in cli:
+            spec.pop(plural, None)
+            spec.pop(singular, None)
+    spec.update({k: v for k, v in cli.items() if k not in _NOT_RUN_OPTIONS})
+    out = cli.get("out", spec.get("out"))
+    if out is None:
+        raise InvalidArgument("sweep needs --out DIR (or out: DIR in the --config file)")
+    quiet = bool(cli.get("quiet", spec.get("quiet", False)))
+    configs = expand_grid(spec)
+    counts = run_sweep(configs, out, quiet=quiet, log=_log(quiet))
+    summary = build_report(out)
+    print(summary, end="")
+    print(
+        f"\n{counts['total']} runs: {counts['done']} run now, {counts['skipped']} already "
+        f"finished, {counts['recovered']} recovered; results in {Path(out) / 'results.csv'}"
+    )
+
+
+def _cmd_report(args: argparse.Namespace) -> None:
+    from curvprune.report import build_report
+
+    print(build_report(args.dir), end="")
+
+
+_COMMANDS = {
+    "list": _cmd_list,
+    "train": _cmd_train,
+    "prune": _cmd_prune,
+    "sweep": _cmd_sweep,
+    "report": _cmd_report,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``curvprune`` console script; returns the exit status.
+
+    Returns:
+        0 on success, 2 on any user error (after one line on stderr), 130 on Ctrl-C.
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        _COMMANDS[args.command](args)
+    except SystemExit as exit_:  # argparse: --help (0) and usage errors (2)
+        return exit_.code if isinstance(exit_.code, int) else 2
+    except CurvpruneError as err:
+        print(f"curvprune: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # the user's paths: an unwritable --out, a directory given as a file
+        print(f"curvprune: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("curvprune: interrupted", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,711 @@
+"""One experiment: data and model, a pruning regime, training, evaluation and a result dict.
+
+`RunConfig` holds every option of a run (one field per CLI flag, same name with underscores)
+and validates them once, here at the edge. `run_experiment` executes one pruning run in one of
+four regimes (`REGIMES`); `train_dense` trains without pruning (the ``train`` command). Both
+return a JSON-ready dict and, given ``out_dir``, write it to ``out_dir/result.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from curvprune._version import __version__
+from curvprune.checkpoint import load_checkpoint, save_checkpoint
+from curvprune.errors import CheckpointError, InvalidArgument
+from curvprune.schedules import gradual_plan
+from curvprune.training import (
+    LR_SCHEDULES,
+    Trainer,
+    evaluate,
+    open_tensorboard,
+    progress_bar,
+    resolve_device,
+    seed_everything,
+)
+
+__all__ = [
+    "CRITERION_OPTIONS",
+    "REGIMES",
+    "RunConfig",
+    "atomic_write_text",
+    "run_experiment",
+    "train_dense",
+]
+
+REGIMES: dict[str, str] = {
+    "init": "score and prune at initialization (optionally after --bn-warmup), then train",
+    "early": "train --prune-after epochs (fractions allowed), prune, then train on",
+    "trained": "start from --checkpoint or --pretrain-epochs, prune one-shot, then fine-tune",
+    "gradual": "prune on the cubic schedule --initial-sparsity -> --sparsity every --frequency "
+    "epochs from --start-epoch to --end-epoch, then train on",
+}
+
+#: Keyword options handed to a criterion when it lists them in ``Criterion.options``.
+CRITERION_OPTIONS = (
+    "num_probes",
+    "temperature",
+    "dampening",
+    "block_size",
+    "num_grads",
+    "fisher_batch_size",
+    "normalize",
+    "add_magnitude",
+)
+_POSITIVE_OPTIONS = CRITERION_OPTIONS[:6]
+
+#: Options that only some regimes read. A single run rejects them elsewhere; a sweep resets
+#: them to their defaults so that runs differing only in an unused option share one run id.
+_REGIME_FIELDS: dict[str, tuple[str, ...]] = {
+    "bn_warmup": ("init",),
+    "prune_after": ("early",),
+    "checkpoint": ("trained", "gradual"),
+    "pretrain_epochs": ("trained", "gradual"),
+    "initial_sparsity": ("gradual",),
+    "start_epoch": ("gradual",),
+    "end_epoch": ("gradual",),
+    "frequency": ("gradual",),
+}
+
+#: Fields that say where or how a run executes, not what it computes.
+_NOT_IN_RUN_ID = ("data_dir", "device", "download", "threads")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Every option of one run; field names are the CLI flags with underscores.
+
+    Fractional epochs are allowed everywhere (``prune_after=0.25`` prunes after a quarter
+    epoch). Criterion options left at ``None`` use the criterion's own defaults.
+    """
+
+    model: str = "mlp"
+    dataset: str = "digits"
+    data_dir: str | None = None
+    criterion: str = "magnitude"
+    sparsity: float = 0.9
+    scope: str = "global"
+    at: str = "init"
+    bn_warmup: bool = False
+    prune_after: float = 1.0
+    checkpoint: str | None = None
+    pretrain_epochs: float = 0.0
+    recalibrate_bn: bool = False
+    initial_sparsity: float = 0.0
+    start_epoch: float = 0.0
+    end_epoch: float = 4.0
+    frequency: float = 1.0
+    epochs: float = 10.0
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    lr_schedule: str = "cosine"
+    milestones: tuple[float, ...] | None = None
+    gamma: float = 0.1
+    seed: int = 0
+    score_samples: int = 1024
+    train_limit: int | None = None
+    augment: bool = True
+    download: bool = False
+    device: str = "auto"
+    threads: int | None = None
+    num_probes: int | None = None
+    temperature: float | None = None
+    dampening: float | None = None
+    block_size: int | None = None
+    num_grads: int | None = None
+    fisher_batch_size: int | None = None
+    normalize: str | None = None
+    add_magnitude: bool | None = None
+    iterations: int | None = None
+
+    @classmethod
+    def keys(cls) -> list[str]:
+        """All option names, in declaration order."""
+        return [f.name for f in fields(cls)]
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> RunConfig:
+        """Build from a mapping (YAML, JSON); keys may use dashes; values are coerced.
+
+        Raises:
+            InvalidArgument: For an unknown key (listing the valid ones) or a value of the
+                wrong type.
+        """
+        known = set(cls.keys())
+        kwargs = {}
+        for raw_key, value in values.items():
+            key = str(raw_key).replace("-", "_")
+            if key not in known:
+                raise InvalidArgument(
+                    f"unknown option {raw_key!r}; valid: {', '.join(sorted(known))}"
+                )
+            kwargs[key] = coerce(key, value)
+        return cls(**kwargs)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict of every option (tuples become lists)."""
+        out = dataclasses.asdict(self)
+        if out["milestones"] is not None:
+            out["milestones"] = list(out["milestones"])
+        return out
+
+    def criterion_options(self) -> dict[str, Any]:
+        """Criterion keyword options that are set and that this criterion accepts.
+
+        ``seed`` is added for criteria that draw random numbers (random, Hutchinson probes).
+        """
+        accepted = _criterion(self.criterion).options
+        opts = {k: getattr(self, k) for k in CRITERION_OPTIONS if getattr(self, k) is not None}
+        opts = {k: v for k, v in opts.items() if k in accepted}
+        if "seed" in accepted:
+            opts["seed"] = self.seed
+        return opts
+
+    def label(self) -> str:
+        """Criterion name plus its explicitly set options, e.g. ``hp[temperature=200]``."""
+        opts = {k: v for k, v in self.criterion_options().items() if k != "seed"}
+        if self.iterations is not None:
+            opts["iterations"] = self.iterations
+        if not opts:
+            return self.criterion
+        text = ",".join(
+            f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in opts.items()
+        )
+        return f"{self.criterion}[{text}]"
+
+    def normalized(self) -> RunConfig:
+        """Reset options the regime or criterion ignores to their defaults (used by sweeps)."""
+        defaults = RunConfig()
+        changes = {
+            k: getattr(defaults, k)
+            for k, regimes in _REGIME_FIELDS.items()
+            if self.at not in regimes
+        }
+        if self.criterion in _criteria():
+            accepted = _criterion(self.criterion).options
+            changes.update({k: None for k in CRITERION_OPTIONS if k not in accepted})
+        return dataclasses.replace(self, **changes)
+
+    def run_id(self) -> str:
+        """Stable id of what this run computes: readable prefix plus a hash of the options."""
+        identity = {k: v for k, v in self.normalized().to_dict().items() if k not in _NOT_IN_RUN_ID}
+        digest = hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
+        return f"{self.criterion}-{self.at}-s{self.sparsity:g}-seed{self.seed}-{digest}"
+
+    def validate(self, *, strict: bool = True, pruning: bool = True) -> RunConfig:
+        """Check every value; return ``self`` for chaining.
+
+        Args:
+            strict: Also reject options that the chosen regime or criterion would ignore.
+            pruning: False for plain training (criterion and regime are then not checked).
+
+        Raises:
+            InvalidArgument: Naming the bad value and, for names, the valid choices.
+        """
+        from curvprune.data import DATASETS
+        from curvprune.models import MODELS
+
+        _check_name("--model", self.model, MODELS)
+        _check_name("--dataset", self.dataset, DATASETS)
+        _check_name("--lr-schedule", self.lr_schedule, LR_SCHEDULES)
+        resolve_device(self.device)
+        for flag, value in (
+            ("--epochs", self.epochs),
+            ("--pretrain-epochs", self.pretrain_epochs),
+            ("--prune-after", self.prune_after),
+            ("--weight-decay", self.weight_decay),
+        ):
+            _check(math.isfinite(value) and value >= 0, f"{flag} must be >= 0, got {value}")
+        for flag, value in (
+            ("--batch-size", self.batch_size),
+            ("--score-samples", self.score_samples),
+        ):
+            _check(value > 0, f"{flag} must be a positive integer, got {value}")
+        _check(
+            self.train_limit is None or self.train_limit > 0,
+            f"--train-limit must be positive, got {self.train_limit}",
+        )
+        _check(math.isfinite(self.lr) and self.lr > 0, f"--lr must be > 0, got {self.lr}")
+        _check(0 <= self.momentum < 1, f"--momentum must be in [0, 1), got {self.momentum}")
+        _check(0 < self.gamma <= 1, f"--gamma must be in (0, 1], got {self.gamma}")
+        _check(self.seed >= 0, f"--seed must be >= 0, got {self.seed}")
+        _check(
+            self.threads is None or self.threads > 0, f"--threads must be > 0, got {self.threads}"
+        )
+        _check(
+            self.milestones is None or all(m >= 0 for m in self.milestones),
+            f"--milestones must be epochs >= 0, got {self.milestones}",
+        )
+        if not pruning:
+            return self
+        _check(0 <= self.sparsity < 1, f"--sparsity must be in [0, 1), got {self.sparsity}")
+        _check_name("--criterion", self.criterion, _criteria())
+        _check_name("--at", self.at, REGIMES)
+        for key in (*_POSITIVE_OPTIONS, "iterations"):
+            value = getattr(self, key)
+            if value is not None:
+                _check(value > 0, f"--{_flag(key)} must be > 0, got {value}")
+        if strict:
+            self._check_applicable()
+        needs_file = self.at in ("trained", "gradual") and self.checkpoint is not None
+        if needs_file and not Path(self.checkpoint).is_file():
+            raise CheckpointError(
+                f"checkpoint not found: {self.checkpoint} "
+                f"(looked in {Path(self.checkpoint).resolve().parent})"
+            )
+        if self.at == "trained":
+            _check(
+                self.checkpoint is not None or self.pretrain_epochs > 0,
+                "--at trained needs --checkpoint FILE or --pretrain-epochs N > 0",
+            )
+        if self.at == "gradual":
+            self.plan()
+        return self
+
+    def _check_applicable(self) -> None:
+        defaults = RunConfig()
+        for key, regimes in _REGIME_FIELDS.items():
+            if self.at not in regimes and getattr(self, key) != getattr(defaults, key):
+                raise InvalidArgument(
+                    f"--{_flag(key)} applies to --at {' or '.join(regimes)} only, not {self.at}"
+                )
+        accepted = _criterion(self.criterion).options
+        for key in CRITERION_OPTIONS:
+            if getattr(self, key) is not None and key not in accepted:
+                valid = [f"--{_flag(k)}" for k in CRITERION_OPTIONS if k in accepted]
+                raise InvalidArgument(
+                    f"--{_flag(key)} does not apply to criterion {self.criterion} "
+                    f"(its options: {', '.join(valid) or 'none'})"
+                )
+
+    def plan(self):
+        """The gradual regime's pruning events (see `curvprune.schedules.gradual_plan`)."""
+        return gradual_plan(
+            initial_sparsity=self.initial_sparsity,
+            final_sparsity=self.sparsity,
+            start_epoch=self.start_epoch,
+            end_epoch=self.end_epoch,
+            frequency=self.frequency,
+        )
+
+
+def _flag(key: str) -> str:
+    return key.replace("_", "-")
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise InvalidArgument(message)
+
+
+def _check_name(flag: str, value: str, valid: Mapping | tuple) -> None:
+    if value not in valid:
+        raise InvalidArgument(f"unknown {flag} {value!r}; valid: {', '.join(valid)}")
+
+
+def _criteria() -> Mapping[str, Any]:
+    from curvprune import CRITERIA
+
+    return CRITERIA
+
+
+def _criterion(name: str) -> Any:
+    criteria = _criteria()
+    _check_name("--criterion", name, criteria)
+    return criteria[name]
+
+
+def _field_type(key: str) -> str:
+    annotation = next(f.type for f in fields(RunConfig) if f.name == key)
+    return str(annotation).split(" |")[0]
+
+
+def coerce(key: str, value: Any) -> Any:
+    """Convert a YAML / JSON / CLI value to the type of option ``key``.
+
+    Raises:
+        InvalidArgument: If the value cannot be read as that type.
+    """
+    kind = _field_type(key)
+    if value is None:
+        return None
+    try:
+        if kind == "bool":
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("true", "yes", "1", "on"):
+                return True
+            if text in ("false", "no", "0", "off"):
+                return False
+            raise ValueError(value)
+        if kind == "int":
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return int(value)
+        if kind == "float":
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return float(value)
+        if kind.startswith("tuple"):
+            items = value.split(",") if isinstance(value, str) else list(value)
+            return tuple(float(v) for v in items if str(v).strip() != "")
+        return str(value)
+    except (TypeError, ValueError):
+        kind_name = "list of numbers" if kind.startswith("tuple") else kind
+        raise InvalidArgument(f"--{_flag(key)} expects a {kind_name}, got {value!r}") from None
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` so that readers see the old or the new file, never half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class _ProgressBatches:
+    """Re-iterable view of scoring batches that shows a fresh bar on each pass."""
+
+    def __init__(self, batches: list, desc: str, enabled: bool) -> None:
+        self._batches = batches
+        self._desc = desc
+        self._enabled = enabled
+
+    def __len__(self) -> int:
+        return len(self._batches)
+
+    def __getitem__(self, index: int) -> Any:
+        return self._batches[index]
+
+    def __iter__(self):
+        return iter(
+            progress_bar(
+                self._batches, total=len(self._batches), desc=self._desc, enabled=self._enabled
+            )
+        )
+
+
+class _Run:
+    """State shared by the steps of one run: data, model, device, timers, logging."""
+
+    def __init__(
+        self, cfg: RunConfig, *, quiet: bool, tensorboard: str | None, log: Callable | None
+    ) -> None:
+        from curvprune.data import load_data
+        from curvprune.models import build_model
+
+        self.cfg = cfg
+        self.progress = not quiet
+        self.log = log or ((lambda msg: None) if quiet else _stderr)
+        self.device = resolve_device(cfg.device)
+        if cfg.threads is not None:
+            # Small models run many times faster on one thread when cores are shared.
+            torch.set_num_threads(cfg.threads)
+        seed_everything(cfg.seed)
+        self.data = load_data(
+            cfg.dataset,
+            cfg.data_dir,
+            batch_size=cfg.batch_size,
+            seed=cfg.seed,
+            augment=cfg.augment,
+            download=cfg.download,
+            train_limit=cfg.train_limit,
+        )
+        info = self.data.info
+        torch.manual_seed(cfg.seed)
+        self.model = build_model(
+            cfg.model,
+            in_channels=info.in_channels,
+            num_classes=info.num_classes,
+            image_size=info.image_size,
+        ).to(self.device)
+        self.writer = open_tensorboard(tensorboard) if tensorboard else None
+        self.timings = {"score_s": 0.0, "train_s": 0.0, "pretrain_s": 0.0, "eval_s": 0.0}
+        self._score_batches: list | None = None
+
+    def trainer(self, epochs: float, tag: str = "train") -> Trainer:
+        cfg = self.cfg
+        return Trainer(
+            self.model,
+            self.data.train,
+            epochs=epochs,
+            lr=cfg.lr,
+            momentum=cfg.momentum,
+            weight_decay=cfg.weight_decay,
+            schedule=cfg.lr_schedule,
+            milestones=cfg.milestones,
+            gamma=cfg.gamma,
+            device=self.device,
+            progress=self.progress,
+            writer=self.writer,
+            tag=tag,
+        )
+
+    def train(self, trainer: Trainer, until: float | None = None, key: str = "train_s") -> None:
+        start = time.perf_counter()
+        stats = trainer.train_until(until) if until is not None else trainer.train_all()
+        self.timings[key] += time.perf_counter() - start
+        if stats["steps"]:
+            self.log(
+                f"  {trainer.tag} to epoch {trainer.epoch:g}: loss {stats['loss']:.4f}, "
+                f"train accuracy {stats['accuracy']:.4f}"
+            )
+
+    def evaluate(self, what: str) -> float:
+        start = time.perf_counter()
+        result = evaluate(self.model, self.data.test, device=self.device, progress=self.progress)
+        self.timings["eval_s"] += time.perf_counter() - start
+        self.log(f"  test accuracy {what}: {result.accuracy:.4f}")
+        if self.writer is not None:
+            self.writer.add_scalar(f"test/accuracy_{what.replace(' ', '_')}", result.accuracy)
+        self.last_loss = result.loss
+        return result.accuracy
+
+    def score_batches(self) -> list:
+        if self._score_batches is None:
+            batches = self.data.scoring_batches(self.cfg.score_samples, self.cfg.batch_size)
+            self._score_batches = [(x.to(self.device), y.to(self.device)) for x, y in batches]
+        return self._score_batches
+
+    def bn_warmup(self) -> None:
+        from curvprune import bn_warmup
+
+        bn_warmup(self.model, self.score_batches())
+
+    def prune(self, sparsity: float) -> Any:
+        from curvprune import prune
+
+        cfg = self.cfg
+        options = cfg.criterion_options()
+        batches = _ProgressBatches(self.score_batches(), f"score {cfg.criterion}", self.progress)
+        start = time.perf_counter()
+        result = prune(
+            self.model,
+            cfg.criterion,
+            batches,
+            sparsity=sparsity,
+            scope=cfg.scope,
+            iterations=cfg.iterations,
+            **options,
+        )
+        self.timings["score_s"] += time.perf_counter() - start
+        self.log(
+            f"  pruned with {cfg.label()} to sparsity {result.sparsity:.4f}"
+            + (f"; collapsed: {', '.join(result.collapsed)}" if result.collapsed else "")
+        )
+        if cfg.recalibrate_bn:
+            self.bn_warmup()
+        return result
+
+    def load_or_pretrain(self) -> float | None:
+        """Start from ``--checkpoint`` or ``--pretrain-epochs``; return the dense accuracy."""
+        cfg = self.cfg
+        if cfg.checkpoint is not None:
+            load_checkpoint(self.model, cfg.checkpoint, expect={"model": cfg.model})
+            self.model.to(self.device)
+        elif cfg.pretrain_epochs > 0:
+            self.train(self.trainer(cfg.pretrain_epochs, tag="pretrain"), key="pretrain_s")
+        else:
+            return None
+        return self.evaluate("dense")
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def run_experiment(
+    cfg: RunConfig,
+    *,
+    out_dir: str | os.PathLike | None = None,
+    save_model: bool = False,
+    quiet: bool = False,
+    tensorboard: str | None = None,
+    log: Callable[[str], None] | None = None,
+    strict: bool = True,
+) -> dict[str, Any]:
+    """Run one pruning experiment and return its result dict.
+
+    Regimes: ``init`` prunes the freshly initialized model (after `bn_warmup` with
+    ``bn_warmup=True``); ``early`` trains ``prune_after`` epochs first, with one learning-rate
+    schedule over ``prune_after + epochs``; ``trained`` loads ``checkpoint`` or trains
+    ``pretrain_epochs``, prunes, then fine-tunes ``epochs`` on a fresh schedule; ``gradual``
+    (optionally from a checkpoint) prunes on the cubic schedule while training, then trains
+    ``epochs`` more. ``accuracy_at_prune`` is measured once the target sparsity is reached,
+    ``test_accuracy`` after the final ``epochs``.
+
+    Args:
+        cfg: The run's options.
+        out_dir: If given, ``result.json`` (and with ``save_model`` ``model.safetensors``) go
+            there.
+        save_model: Also save the pruned, trained model.
+        quiet: No progress bars and no log lines.
+        tensorboard: Log directory for TensorBoard scalars, or None.
+        log: Where progress lines go (default: stderr unless ``quiet``).
+        strict: Reject options that the regime or criterion would ignore.
+    """
+    from curvprune.masks import sparsity_report
+
+    cfg = cfg.validate(strict=strict)
+    wall = time.perf_counter()
+    run = _Run(cfg, quiet=quiet, tensorboard=tensorboard, log=log)
+    run.log(
+        f"run {cfg.run_id()}: {cfg.model} on {cfg.dataset}, {cfg.label()} at {cfg.at}, "
+        f"sparsity {cfg.sparsity:g}, seed {cfg.seed}, device {run.device}"
+    )
+    dense_accuracy = None
+    if cfg.at == "init":
+        if cfg.bn_warmup:
+            run.bn_warmup()
+        run.prune(cfg.sparsity)
+        trainer = run.trainer(cfg.epochs)
+    elif cfg.at == "early":
+        trainer = run.trainer(cfg.prune_after + cfg.epochs)
+        run.train(trainer, until=cfg.prune_after)
+        run.prune(cfg.sparsity)
+    elif cfg.at == "trained":
+        dense_accuracy = run.load_or_pretrain()
+        run.prune(cfg.sparsity)
+        trainer = run.trainer(cfg.epochs)
+    else:  # gradual
+        dense_accuracy = run.load_or_pretrain()
+        plan = cfg.plan()
+        trainer = run.trainer(plan[-1].epoch + cfg.epochs)
+        reached = 0.0
+        for step in plan:
+            run.train(trainer, until=step.epoch)
+            # Steps that would not raise sparsity (e.g. s_i = 0 at the start) cost a scoring
+            # pass for nothing, so skip them.
+            if step.sparsity > reached:
+                run.prune(step.sparsity)
+                reached = step.sparsity
+    accuracy_at_prune = run.evaluate("at prune")
+    steps_before = trainer.step
+    run.train(trainer)
+    # With --epochs 0 the model is unchanged since the last evaluation: don't evaluate twice.
+    test_accuracy = run.evaluate("final") if trainer.step > steps_before else accuracy_at_prune
+    report = sparsity_report(run.model)
+    actual, layer_density, collapsed = report.sparsity, report.layer_density, report.collapsed
+    run.timings["total_s"] = time.perf_counter() - wall
+    if run.writer is not None:
+        run.writer.close()
+
+    num_prunable = sum(int(b.numel()) for n, b in run.model.named_buffers() if n.endswith("_mask"))
+    result = {
+        "run_id": cfg.run_id(),
+        "label": cfg.label(),
+        "model": cfg.model,
+        "dataset": cfg.dataset,
+        "criterion": cfg.criterion,
+        "at": cfg.at,
+        "scope": cfg.scope,
+        "bn_warmup": cfg.bn_warmup,
+        "prune_after": cfg.prune_after if cfg.at == "early" else None,
+        "sparsity": cfg.sparsity,
+        "actual_sparsity": float(actual),
+        "seed": cfg.seed,
+        "epochs": cfg.epochs,
+        "test_accuracy": test_accuracy,
+        "test_loss": run.last_loss,
+        "accuracy_at_prune": accuracy_at_prune,
+        "dense_accuracy": dense_accuracy,
+        "num_prunable": num_prunable,
+        "num_collapsed": len(collapsed),
+        "collapsed_layers": list(collapsed),
+        "layer_density": {k: float(v) for k, v in layer_density.items()},
+        "timings": {k: round(v, 4) for k, v in run.timings.items()},
+        "device": str(run.device),
+        "versions": {"curvprune": __version__, "torch": torch.__version__},
+        "config": cfg.to_dict(),
+    }
+    run.log(
+        f"  done: test accuracy {test_accuracy:.4f} at sparsity {actual:.4f} "
+        f"(score {run.timings['score_s']:.2f} s, train {run.timings['train_s']:.2f} s)"
+    )
+    if out_dir is not None:
+        if save_model:
+            save_checkpoint(
+                run.model,
+                Path(out_dir) / "model.safetensors",
+                metadata=_checkpoint_metadata(cfg, run),
+            )
+        atomic_write_text(Path(out_dir) / "result.json", json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def train_dense(
+    cfg: RunConfig,
+    *,
+    out_dir: str | os.PathLike | None = None,
+    quiet: bool = False,
+    tensorboard: str | None = None,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Train ``cfg.model`` densely for ``cfg.epochs``; write ``model.safetensors`` and
+    ``result.json`` to ``out_dir`` if given. The checkpoint feeds ``--at trained``."""
+    cfg = cfg.validate(pruning=False)
+    wall = time.perf_counter()
+    run = _Run(cfg, quiet=quiet, tensorboard=tensorboard, log=log)
+    run.log(
+        f"train {cfg.model} on {cfg.dataset} for {cfg.epochs:g} epochs, seed {cfg.seed}, "
+        f"device {run.device}"
+    )
+    trainer = run.trainer(cfg.epochs)
+    run.train(trainer)
+    accuracy = run.evaluate("final")
+    run.timings["total_s"] = time.perf_counter() - wall
+    if run.writer is not None:
+        run.writer.close()
+    result = {
+        "model": cfg.model,
+        "dataset": cfg.dataset,
+        "seed": cfg.seed,
+        "epochs": cfg.epochs,
+        "test_accuracy": accuracy,
+        "test_loss": run.last_loss,
+        "num_params": sum(p.numel() for p in run.model.parameters()),
+        "timings": {k: round(v, 4) for k, v in run.timings.items()},
+        "device": str(run.device),
+        "versions": {"curvprune": __version__, "torch": torch.__version__},
+        "config": cfg.to_dict(),
+    }
+    if out_dir is not None:
+        save_checkpoint(
+            run.model, Path(out_dir) / "model.safetensors", metadata=_checkpoint_metadata(cfg, run)
+        )
+        atomic_write_text(Path(out_dir) / "result.json", json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def _checkpoint_metadata(cfg: RunConfig, run: _Run) -> dict[str, str]:
+    info = run.data.info
+    return {
+        "format": "curvprune",
+        "curvprune_version": __version__,
+        "model": cfg.model,
+        "dataset": cfg.dataset,
+        "in_channels": str(info.in_channels),
+        "num_classes": str(info.num_classes),
+        "image_size": str(info.image_size),
+    }

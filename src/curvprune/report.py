@@ -1,0 +1,224 @@
+"""Reports from a sweep's ``results.csv``: a Markdown summary and two plots.
+
+Everything here reads only ``results.csv``, so ``curvprune report DIR`` rebuilds the same
+files a sweep wrote. Runs are grouped into *settings*: the criterion label plus any of
+`SETTING_COLUMNS` that vary across the table; seeds are averaged within a setting.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import statistics
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from curvprune.errors import DataError
+from curvprune.experiment import atomic_write_text
+from curvprune.sweep import DENSITY_PREFIX, read_results
+
+__all__ = ["SETTING_COLUMNS", "build_report", "summary_markdown"]
+
+#: Columns that, when they vary within one sweep, split its runs into separate settings.
+SETTING_COLUMNS = ("model", "dataset", "at", "bn_warmup", "prune_after", "scope", "epochs")
+_DENSITY_FLOOR = 1e-4  # where a collapsed (density 0) tensor is drawn on the log axis
+
+
+def _float(value: str | None) -> float:
+    try:
+        return float(value) if value not in (None, "") else math.nan
+    except ValueError:
+        return math.nan
+
+
+def _setting_columns(rows: Sequence[Mapping[str, str]]) -> list[str]:
+    return ["label"] + [c for c in SETTING_COLUMNS if len({r.get(c, "") for r in rows}) > 1]
+
+
+def _group(rows: Sequence[Mapping[str, str]]) -> tuple[list[str], dict]:
+    """``{setting tuple: {sparsity: [rows]}}`` in first-seen order, and the setting columns."""
+    columns = _setting_columns(rows)
+    groups: dict[tuple, dict[float, list]] = defaultdict(lambda: defaultdict(list))
+    for row in rows:
+        key = tuple(row.get(c, "") for c in columns)
+        groups[key][_float(row["sparsity"])].append(row)
+    return columns, groups
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    values = [v for v in values if not math.isnan(v)]
+    if not values:
+        return math.nan, math.nan
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def _setting_name(columns: Sequence[str], key: Sequence[str]) -> str:
+    parts = [key[0]] + [f"{c}={v}" for c, v in zip(columns[1:], key[1:], strict=True)]
+    return " ".join(parts)
+
+
+def summary_markdown(rows: Sequence[Mapping[str, str]]) -> str:
+    """Markdown tables: test accuracy mean ± std (%) per setting × sparsity, best in bold;
+    then layer collapse and scoring time per setting."""
+    if not rows:
+        return "# Sweep summary\n\nNo finished runs yet.\n"
+    columns, groups = _group(rows)
+    sparsities = sorted({_float(r["sparsity"]) for r in rows})
+    stats = {
+        key: {
+            s: _mean_std([_float(r["test_accuracy"]) for r in by_s.get(s, [])]) for s in sparsities
+        }
+        for key, by_s in groups.items()
+    }
+    best = {
+        s: max((m for m, _ in (stats[k][s] for k in stats) if not math.isnan(m)), default=math.nan)
+        for s in sparsities
+    }
+    first = rows[0]
+    seeds = sorted({r.get("seed", "") for r in rows}, key=lambda v: _float(v))
+    lines = [
+        "# Sweep summary",
+        "",
+        f"{first.get('model', '?')} on {first.get('dataset', '?')}; {len(rows)} runs; "
+        f"seeds {', '.join(seeds)}. Test top-1 accuracy (%) after the final epochs, mean ± std "
+        "over seeds; **bold**: best at that sparsity.",
+        "",
+        "| " + " | ".join(columns) + " | " + " | ".join(f"{s:g}" for s in sparsities) + " |",
+        "|" + "---|" * (len(columns) + len(sparsities)),
+    ]
+    for key in groups:
+        cells = []
+        for s in sparsities:
+            mean, std = stats[key][s]
+            if math.isnan(mean):
+                cells.append("–")
+                continue
+            n = len(groups[key][s])
+            text = f"{100 * mean:.2f} ± {100 * std:.2f}" + (f" (n={n})" if n != len(seeds) else "")
+            cells.append(f"**{text}**" if mean >= best[s] - 1e-12 else text)
+        lines.append("| " + " | ".join(key) + " | " + " | ".join(cells) + " |")
+
+    lines += [
+        "",
+        "Layer collapse: runs with at least one prunable tensor fully pruned / runs.",
+        "",
+        "| " + " | ".join(columns) + " | " + " | ".join(f"{s:g}" for s in sparsities) + " |",
+        "|" + "---|" * (len(columns) + len(sparsities)),
+    ]
+    for key, by_s in groups.items():
+        cells = []
+        for s in sparsities:
+            runs = by_s.get(s, [])
+            collapsed = sum(_float(r.get("num_collapsed")) > 0 for r in runs)
+            cells.append(f"{collapsed}/{len(runs)}" if runs else "–")
+        lines.append("| " + " | ".join(key) + " | " + " | ".join(cells) + " |")
+
+    lines += [
+        "",
+        "Mean time per run (s): scoring and training.",
+        "",
+        "| " + " | ".join(columns) + " | score_s | train_s |",
+        "|" + "---|" * (len(columns) + 2),
+    ]
+    for key, by_s in groups.items():
+        runs = [r for rs in by_s.values() for r in rs]
+        score, _ = _mean_std([_float(r.get("score_s")) for r in runs])
+        train, _ = _mean_std([_float(r.get("train_s")) for r in runs])
+        lines.append("| " + " | ".join(key) + f" | {score:.2f} | {train:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def _plot_accuracy(rows: Sequence[Mapping[str, str]], path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    columns, groups = _group(rows)
+    sparsities = sorted({_float(r["sparsity"]) for r in rows})
+    # Equal spacing per sparsity: 0.9 ... 0.995 would crowd together on a linear axis.
+    position = {s: i for i, s in enumerate(sparsities)}
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for key, by_s in groups.items():
+        xs, means, stds = [], [], []
+        for s in sorted(by_s):
+            mean, std = _mean_std([_float(r["test_accuracy"]) for r in by_s[s]])
+            xs.append(position[s])
+            means.append(100 * mean)
+            stds.append(100 * std)
+        ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=_setting_name(columns, key))
+    ax.set_xticks(range(len(sparsities)), [f"{s:g}" for s in sparsities])
+    ax.set_xlabel("sparsity (fraction of prunable weights removed)")
+    ax.set_ylabel("test top-1 accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _plot_layer_density(rows: Sequence[Mapping[str, str]], path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    columns, groups = _group(rows)
+    layers = list(dict.fromkeys(c for r in rows for c in r if c.startswith(DENSITY_PREFIX)))
+    sparsities = sorted({_float(r["sparsity"]) for r in rows})[-4:]  # the hardest cases
+    fig, axes = plt.subplots(
+        1, len(sparsities), figsize=(4.2 * len(sparsities), 4), sharey=True, squeeze=False
+    )
+    for ax, s in zip(axes[0], sparsities, strict=True):
+        for key, by_s in groups.items():
+            runs = by_s.get(s, [])
+            if not runs:
+                continue
+            means = [_mean_std([_float(r.get(c)) for r in runs])[0] for c in layers]
+            shown = [max(m, _DENSITY_FLOOR) for m in means]
+            line = ax.plot(range(len(layers)), shown, marker="o", label=_setting_name(columns, key))
+            collapsed = [i for i, m in enumerate(means) if m == 0]
+            ax.plot(
+                collapsed,
+                [_DENSITY_FLOOR] * len(collapsed),
+                "x",
+                markersize=10,
+                color=line[0].get_color(),
+            )
+        ax.axhline(1 - s, color="grey", linestyle="--", linewidth=1)
+        ax.set_yscale("log")
+        ax.set_title(f"sparsity {s:g} (dashed: uniform 1 - s)", fontsize=9)
+        ax.set_xticks(
+            range(len(layers)),
+            [c[len(DENSITY_PREFIX) :] for c in layers],
+            rotation=60,
+            ha="right",
+            fontsize=7,
+        )
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel(f"kept fraction per tensor (x at {_DENSITY_FLOOR:g}: collapsed)")
+    axes[0][-1].legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def build_report(out_dir: str | os.PathLike) -> str:
+    """Write ``summary.md``, ``accuracy_vs_sparsity.png`` and ``layer_density.png`` into
+    ``out_dir`` from its ``results.csv``; return the summary text.
+
+    Raises:
+        DataError: If ``out_dir/results.csv`` does not exist or lacks the needed columns.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    out_dir = Path(out_dir)
+    csv_path = out_dir / "results.csv"
+    if not csv_path.is_file():
+        raise DataError(f"no results.csv in {out_dir}: run `curvprune sweep --out {out_dir}` first")
+    rows = read_results(out_dir)
+    needed = {"label", "sparsity", "test_accuracy"}
+    if rows and not needed <= set(rows[0]):
+        raise DataError(f"{csv_path} lacks the columns {', '.join(sorted(needed - set(rows[0])))}")
+    summary = summary_markdown(rows)
+    atomic_write_text(out_dir / "summary.md", summary)
+    if rows:
+        _plot_accuracy(rows, out_dir / "accuracy_vs_sparsity.png")
+        _plot_layer_density(rows, out_dir / "layer_density.png")
+    return summary

@@ -1,0 +1,272 @@
+"""Training and evaluation: SGD with momentum, cosine or multistep schedules, top-1 accuracy.
+
+Pruning masks stay enforced during training without any extra work here: `curvprune.prune`
+applies them with `torch.nn.utils.prune`, whose forward pre-hook recomputes
+``weight = weight_orig * weight_mask`` on every call, so pruned weights are zero in every
+forward pass and receive zero gradient from the loss. The optimizer keeps the very
+``weight_orig`` Parameter objects it was built with, so momentum survives a pruning step in
+the middle of training (the ``early`` and ``gradual`` regimes).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from curvprune.errors import InvalidArgument
+
+__all__ = [
+    "LR_SCHEDULES",
+    "EvalResult",
+    "Trainer",
+    "evaluate",
+    "open_tensorboard",
+    "progress_bar",
+    "resolve_device",
+    "seed_everything",
+]
+
+LR_SCHEDULES = ("cosine", "multistep")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch, and ask torch for deterministic kernels.
+
+    On the CPU this makes a run bit-for-bit repeatable for a fixed seed and thread count.
+    ``warn_only`` keeps CUDA runs going where a kernel has no deterministic version.
+    """
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def resolve_device(name: str) -> torch.device:
+    """Turn ``auto``, ``cpu`` or ``cuda`` (optionally ``cuda:N``) into a `torch.device`.
+
+    Raises:
+        InvalidArgument: For an unknown name, or ``cuda`` on a machine without a usable GPU.
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name == "cuda" or name.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise InvalidArgument(
+                f"--device {name}: no CUDA device is available here; use --device cpu or auto"
+            )
+        return torch.device(name)
+    raise InvalidArgument(f"unknown --device {name!r}; valid: auto, cpu, cuda, cuda:N")
+
+
+def progress_bar(iterable: Iterable, *, total: int | None, desc: str, enabled: bool) -> Iterable:
+    """Wrap ``iterable`` in a tqdm bar that shows only on an interactive terminal.
+
+    Bars go to stderr, so they are off whenever stderr is not a TTY (pipes, CI, log files) or
+    when ``enabled`` is false (``--quiet``).
+    """
+    if not enabled or not sys.stderr.isatty():
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True)
+
+
+def open_tensorboard(logdir: str) -> Any:
+    """Return a TensorBoard ``SummaryWriter`` for ``logdir``; the import is lazy.
+
+    Raises:
+        InvalidArgument: When the optional ``tensorboard`` package is not installed.
+    """
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as err:
+        raise InvalidArgument(
+            "--tensorboard needs the optional 'tensorboard' package: pip install tensorboard"
+        ) from err
+    return SummaryWriter(log_dir=logdir)
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Top-1 ``accuracy`` (fraction in [0, 1]) and mean cross-entropy ``loss`` over ``count``."""
+
+    accuracy: float
+    loss: float
+    count: int
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    *,
+    device: torch.device | str = "cpu",
+    progress: bool = False,
+    desc: str = "eval",
+) -> EvalResult:
+    """Top-1 accuracy and mean loss of ``model`` in eval mode; the previous mode is restored.
+
+    ``no_grad`` rather than ``inference_mode``: the pruning hook caches ``weight`` on the
+    module, and an inference tensor there would break the next training step.
+    """
+    was_training = model.training
+    model.eval()
+    correct, loss_sum, count = 0, 0.0, 0
+    total = len(batches) if hasattr(batches, "__len__") else None
+    for x, y in progress_bar(batches, total=total, desc=desc, enabled=progress):
+        x, y = x.to(device), y.to(device)
+        logits = model(x)
+        loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum").item()
+        correct += (logits.argmax(dim=1) == y).sum().item()
+        count += y.numel()
+    model.train(was_training)
+    if count == 0:
+        raise InvalidArgument("cannot evaluate on an empty data set")
+    return EvalResult(accuracy=correct / count, loss=loss_sum / count, count=count)
+
+
+class Trainer:
+    """SGD over a fixed budget of (possibly fractional) epochs, resumable at any step.
+
+    The learning-rate schedule spans the whole budget, and `train_until` may be called
+    several times with growing targets, so a run can stop to prune after 0.3 epochs and go
+    on with the same optimizer state and schedule.
+
+    Args:
+        model: The network; its parameters are moved to ``device`` by the caller.
+        train_batches: Re-iterable training batches with ``len()`` (batches per epoch) and,
+            optionally, ``set_epoch(e)`` for a per-epoch shuffle.
+        epochs: Budget in epochs; the schedule reaches its end after ``epochs`` epochs.
+        lr: Peak learning rate.
+        momentum: SGD momentum.
+        weight_decay: L2 penalty, added by SGD.
+        schedule: ``"cosine"`` (per step, to zero) or ``"multistep"``.
+        milestones: Epochs at which ``multistep`` multiplies the rate by ``gamma``; default
+            half and three quarters of the budget.
+        gamma: Decay factor of ``multistep``.
+        device: Where batches go.
+        progress: Show a progress bar on a terminal.
+        writer: Optional TensorBoard writer for the loss and learning rate.
+        tag: Prefix of the TensorBoard scalars (``"pretrain"`` keeps two phases apart).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        train_batches: Any,
+        *,
+        epochs: float,
+        lr: float,
+        momentum: float = 0.9,
+        weight_decay: float = 5e-4,
+        schedule: str = "cosine",
+        milestones: Sequence[float] | None = None,
+        gamma: float = 0.1,
+        device: torch.device | str = "cpu",
+        progress: bool = False,
+        writer: Any = None,
+        tag: str = "train",
+    ) -> None:
+        if schedule not in LR_SCHEDULES:
+            raise InvalidArgument(
+                f"unknown --lr-schedule {schedule!r}; valid: {', '.join(LR_SCHEDULES)}"
+            )
+        if epochs < 0:
+            raise InvalidArgument(f"epochs must be >= 0, got {epochs}")
+        self.model = model
+        self.batches = train_batches
+        self.steps_per_epoch = len(train_batches)
+        if self.steps_per_epoch == 0:
+            raise InvalidArgument("the training set yields no batches")
+        self.total_steps = round(epochs * self.steps_per_epoch)
+        self.lr = lr
+        self.schedule = schedule
+        self.milestones = (
+            sorted(milestones) if milestones is not None else [0.5 * epochs, 0.75 * epochs]
+        )
+        self.gamma = gamma
+        self.device = device
+        self.progress = progress
+        self.writer = writer
+        self.tag = tag
+        params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.SGD(
+            params, lr=self.lr_at(0), momentum=momentum, weight_decay=weight_decay
+        )
+        self.step = 0
+        self._epoch = 0
+        self._iter: Iterator | None = None
+
+    @property
+    def epoch(self) -> float:
+        """Epochs trained so far (fractional)."""
+        return self.step / self.steps_per_epoch
+
+    def lr_at(self, step: int) -> float:
+        """Learning rate of optimizer step ``step`` (0-based)."""
+        if self.schedule == "cosine":
+            if self.total_steps == 0:
+                return self.lr
+            return 0.5 * self.lr * (1.0 + math.cos(math.pi * step / self.total_steps))
+        epoch = step / self.steps_per_epoch
+        passed = sum(epoch >= m for m in self.milestones)
+        return self.lr * self.gamma**passed
+
+    def _next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        while True:
+            if self._iter is None:
+                if hasattr(self.batches, "set_epoch"):
+                    self.batches.set_epoch(self._epoch)
+                self._iter = iter(self.batches)
+            try:
+                return next(self._iter)
+            except StopIteration:
+                self._iter = None
+                self._epoch += 1
+
+    def train_until(self, epoch: float) -> dict[str, float]:
+        """Train until ``epoch`` epochs (capped at the budget) have been done in total.
+
+        Returns:
+            ``{"loss": mean training loss, "accuracy": training top-1, "steps": steps}`` over
+            the steps of this call (zeros if none were taken).
+        """
+        target = min(self.total_steps, round(epoch * self.steps_per_epoch))
+        steps = max(0, target - self.step)
+        self.model.train()
+        loss_sum, correct, seen = 0.0, 0, 0
+        for _ in progress_bar(range(steps), total=steps, desc=self.tag, enabled=self.progress):
+            x, y = self._next_batch()
+            x, y = x.to(self.device), y.to(self.device)
+            lr = self.lr_at(self.step)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            logits = self.model(x)
+            loss = nn.functional.cross_entropy(logits, y)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            loss_sum += loss.item() * y.numel()
+            correct += (logits.argmax(dim=1) == y).sum().item()
+            seen += y.numel()
+            self.step += 1
+            if self.writer is not None:
+                self.writer.add_scalar(f"{self.tag}/loss", loss.item(), self.step)
+                self.writer.add_scalar(f"{self.tag}/lr", lr, self.step)
+        if seen == 0:
+            return {"loss": 0.0, "accuracy": 0.0, "steps": 0}
+        return {"loss": loss_sum / seen, "accuracy": correct / seen, "steps": steps}
+
+    def train_all(self) -> dict[str, float]:
+        """Train to the end of the budget."""
+        return self.train_until(self.total_steps / self.steps_per_epoch)
