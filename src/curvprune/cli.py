@@ -105,7 +105,8 @@ def _add_run_options(p: argparse.ArgumentParser, *, pruning: bool) -> None:
     g.add_argument(
         "--score-samples",
         type=int,
-        help=f"training examples used for scoring (default {d.score_samples})",
+        help=f"training examples used for scoring, at most the training set "
+        f"(default {d.score_samples})",
     )
     g.add_argument("--at", help=f"regime: init, early, trained or gradual (default {d.at})")
     g.add_argument(
@@ -178,15 +179,24 @@ def _add_output_options(p: argparse.ArgumentParser, *, out_required: bool) -> No
     )
 
 
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line on stderr, like every other error."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``curvprune`` command."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="curvprune",
         description="Curvature-based pruning experiments: prune at init, early, after training "
         "or gradually, and sweep criteria x sparsities x seeds.",
     )
     parser.add_argument("--version", action="version", version=f"curvprune {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
+    )
     suppress = {"argument_default": argparse.SUPPRESS}
 
     p = sub.add_parser("list", help="list criteria, models, datasets and regimes")

@@ -25,6 +25,7 @@ import torch
 from curvprune._version import __version__
 from curvprune.checkpoint import load_checkpoint, save_checkpoint
 from curvprune.errors import CheckpointError, InvalidArgument
+from curvprune.masks import check_scope
 from curvprune.schedules import gradual_plan
 from curvprune.training import (
     LR_SCHEDULES,
@@ -255,6 +256,7 @@ class RunConfig:
         _check(0 <= self.sparsity < 1, f"--sparsity must be in [0, 1), got {self.sparsity}")
         _check_name("--criterion", self.criterion, _criteria())
         _check_name("--at", self.at, REGIMES)
+        check_scope(self.scope)
         for key in (*_POSITIVE_OPTIONS, "iterations"):
             value = getattr(self, key)
             if value is not None:
@@ -484,7 +486,9 @@ class _Run:
 
     def score_batches(self) -> list:
         if self._score_batches is None:
-            batches = self.data.scoring_batches(self.cfg.score_samples, self.cfg.batch_size)
+            # Capped so that the default also works with --train-limit or a tiny dataset.
+            samples = min(self.cfg.score_samples, self.data.num_train)
+            batches = self.data.scoring_batches(samples, self.cfg.batch_size)
             self._score_batches = [(x.to(self.device), y.to(self.device)) for x, y in batches]
         return self._score_batches
 
