@@ -482,6 +482,16 @@ def test_tinyimagenet_layout(tmp_path):
     assert torch.equal(scoring[0][0], data.scoring_batches(4, 3)[0][0])
 
 
+def test_stream_batches_do_not_depend_on_num_workers(tmp_path):
+    make_tinyimagenet(tmp_path)
+    batches = []
+    for workers in (0, 2):
+        data = load_data("tinyimagenet", tmp_path, batch_size=4, seed=3, num_workers=workers)
+        batches.append([x for x, _ in data.train])
+    for a, b in zip(*batches, strict=True):
+        assert torch.equal(a, b)
+
+
 def test_tinyimagenet_bad_annotation(tmp_path):
     folder = make_tinyimagenet(tmp_path)
     (folder / "val" / "val_annotations.txt").write_text("val_0.JPEG\tn99\t0\t0\t1\t1\n")

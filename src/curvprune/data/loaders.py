@@ -168,7 +168,11 @@ class _EpochOrder:
         return -(-self.num_samples // self.batch_size)
 
     def epoch_indices(self, epoch: int | None = None) -> Tensor:
-        """This rank's sample indices, in order, for ``epoch`` (default: the next one)."""
+        """This rank's sample indices, in order, for ``epoch`` (default: the next one).
+
+        Rank ``r`` of ``w`` takes positions ``r, r + w, ...`` of the first ``w * (n // w)``
+        entries of the epoch's permutation (seeded by ``(seed, epoch)`` only).
+        """
         epoch = self.epoch if epoch is None else epoch
         n = self.num_examples
         if self.shuffle:
@@ -204,7 +208,8 @@ class TensorLoader(_EpochOrder):
         shuffle: Reshuffle every epoch; otherwise keep the stored order.
         seed: Seed for shuffling and augmentation.
         drop_last: Drop the last incomplete batch.
-        rank: This process's index for multi-process training (see `_EpochOrder`).
+        rank: This process's index for multi-process training: each rank gets a disjoint,
+            equal-size shard of every epoch's permutation (see `epoch_indices`).
         world_size: Number of processes; 1 (default) means no sharding.
     """
 

@@ -178,7 +178,12 @@ def load_data(
         return DataBundle(info, train, test, seed=seed, fetch_train=fetch)
 
     lister = folders.list_tinyimagenet if key == "tinyimagenet" else folders.list_imagenet
-    found = files.find_files(key, data_dir)
+    try:
+        found = files.find_files(key, data_dir)
+    except DataError as err:
+        if download:
+            raise DataError(f"{err} ({key} cannot be downloaded automatically)") from None
+        raise
     classes, train_samples, test_samples = lister(found.root)
     info = dataclasses.replace(info, num_classes=len(classes))
     if train_limit is not None and train_limit < len(train_samples):
