@@ -46,19 +46,9 @@ def _hvp_pass(
             vs = vectors(params)
             if products is None:
                 products = [{n: torch.zeros_like(p) for n, p in params.items()} for _ in vs]
-            for k, v in enumerate(vs):
-                dot = sum(
-                    (g * v[n]).sum() for (n, _), g in zip(params.items(), grads) if n in v
-                )
-                if not dot.requires_grad:  # the loss is linear in these parameters
-                    continue
-                hv = torch.autograd.grad(
-                    dot, plist, retain_graph=k < len(vs) - 1 or with_gradient,
-                    allow_unused=True,
-                )
-                for (n, _), h in zip(params.items(), hv):
-                    if h is not None:
-                        products[k][n].add_(h.detach(), alpha=b)
+            for k, hv in _batched_hvps(grads, plist, list(params), vs):
+                for n, h in hv.items():
+                    products[k][n].add_(h, alpha=b)
             if with_gradient:
                 for (n, _), g in zip(params.items(), grads):
                     grad_total[n].add_(g.detach(), alpha=b)
@@ -69,6 +59,41 @@ def _hvp_pass(
     if with_gradient:
         return products, {n: t / count for n, t in grad_total.items()}
     return products
+
+
+# probes per vmapped backward pass: more is faster until memory runs out
+_PROBE_GROUP = 16
+
+
+def _batched_hvps(grads, plist, names, vs):
+    """Yield (k, H_b v_k) for every vector, `_PROBE_GROUP` vectors per backward pass.
+
+    One backward of the gradient with a batch of cotangents (``is_grads_batched``, a vmap
+    over the backward) replaces a Python loop of backward passes.
+    """
+    live = [i for i, g in enumerate(grads) if g.requires_grad]
+    if not live:  # the loss is linear in every parameter: H = 0
+        return
+    for start in range(0, len(vs), _PROBE_GROUP):
+        group = vs[start : start + _PROBE_GROUP]
+        cotangents = [
+            torch.stack([v.get(names[i], torch.zeros_like(plist[i])) for v in group])
+            for i in live
+        ]
+        batched = len(group) > 1
+        hv = torch.autograd.grad(
+            [grads[i] for i in live],
+            plist,
+            grad_outputs=cotangents if batched else [c[0] for c in cotangents],
+            retain_graph=start + _PROBE_GROUP < len(vs),
+            allow_unused=True,
+            is_grads_batched=batched,
+        )
+        for j in range(len(group)):
+            yield start + j, {
+                n: (h[j] if batched else h).detach()
+                for n, h in zip(names, hv) if h is not None
+            }
 
 
 def hessian_vector_product(
