@@ -1,0 +1,142 @@
+"""The curvprune command end to end on digits, and a table of bad inputs."""
+
+import json
+import pickle
+
+import pytest
+import torch
+
+from curvprune import CRITERIA
+from curvprune.checkpoint import save_checkpoint
+from curvprune.cli import main
+from curvprune.data import DATASETS
+from curvprune.models import MODELS, build_model
+
+TRAIN_FAST = ["--batch-size", "64", "--threads", "1", "--device", "cpu"]
+FAST = [*TRAIN_FAST, "--score-samples", "128"]
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_list_names_everything(capsys):
+    code, out, _ = run(capsys, "list")
+    assert code == 0
+    for name in [*CRITERIA, *MODELS, *DATASETS, "init", "early", "trained", "gradual"]:
+        assert f"  {name} " in out
+    code, out, _ = run(capsys, "list", "criteria")
+    assert code == 0 and "models:" not in out and len(out.splitlines()) == len(CRITERIA) + 1
+
+
+def test_train_prune_sweep_report_end_to_end(tmp_path, capsys):
+    code, out, err = run(capsys, "train", *TRAIN_FAST, "--epochs", 3, "--out", tmp_path / "dense")
+    assert code == 0, err
+    assert (tmp_path / "dense" / "model.safetensors").is_file()
+    dense = json.loads((tmp_path / "dense" / "result.json").read_text())
+    assert dense["test_accuracy"] > 0.5
+
+    code, out, err = run(
+        capsys, "prune", *FAST, "--at", "trained", "--checkpoint",
+        tmp_path / "dense" / "model.safetensors", "--criterion", "woodfisher", "--sparsity", 0.6,
+        "--num-grads", 32, "--block-size", 64, "--epochs", 1, "--out", tmp_path / "pruned",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "woodfisher[block_size=64,num_grads=32] at trained, sparsity 0.6000" in out
+    result = json.loads((tmp_path / "pruned" / "result.json").read_text())
+    assert result["config"]["checkpoint"] == str(tmp_path / "dense" / "model.safetensors")
+    assert result["dense_accuracy"] == pytest.approx(dense["test_accuracy"])
+    assert set(result["timings"]) >= {"score_s", "train_s"}
+    assert (tmp_path / "pruned" / "model.safetensors").is_file()
+
+    config = tmp_path / "sweep.yaml"
+    config.write_text("criteria: [magnitude, snip]\nsparsities: [0.5, 0.9]\nseeds: 0\nepochs: 1\n")
+    sweep_dir = tmp_path / "sweep"
+    code, out, err = run(capsys, "sweep", "--config", config, *FAST, "--quiet", "--out", sweep_dir)
+    assert code == 0, err
+    assert "| label | 0.5 | 0.9 |" in out and "4 runs: 4 run now" in out
+    code, again, err = run(
+        capsys, "sweep", "--config", config, *FAST, "--quiet", "--out", sweep_dir
+    )
+    assert code == 0 and "4 runs: 0 run now, 4 already finished" in again
+    summary = (sweep_dir / "summary.md").read_text()
+    (sweep_dir / "summary.md").unlink()
+    code, out, err = run(capsys, "report", sweep_dir)
+    assert code == 0 and out == summary == (sweep_dir / "summary.md").read_text()
+
+
+def _write_bad_checkpoints(tmp_path):
+    corrupt = tmp_path / "corrupt.safetensors"
+    corrupt.write_bytes(b"garbage" * 10)
+    other = tmp_path / "lenet300.safetensors"
+    save_checkpoint(build_model("lenet300", in_channels=1, num_classes=10, image_size=8), other,
+                    metadata={"model": "lenet300"})  # fmt: skip
+    shapes = tmp_path / "shapes.pt"
+    torch.save(build_model("lenet300", in_channels=1, num_classes=10, image_size=8).state_dict(),
+               shapes)  # fmt: skip
+    evil = tmp_path / "evil.pt"
+    evil.write_bytes(pickle.dumps({"w": print}, protocol=2))
+    fashion = tmp_path / "fashion"
+    fashion.mkdir()
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                 "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):  # fmt: skip
+        (fashion / name).write_bytes(b"\x00\x00\x08\x03 not an idx file")
+    (tmp_path / "bad.yaml").write_text("criteria: [snip\n")
+    (tmp_path / "keys.yaml").write_text("criteria: snip\nlearning_rate: 0.1\n")
+
+
+TRAINED = ["prune", "--at", "trained", "--checkpoint"]
+BAD_INPUTS = [
+    (["prune", "--sparsity", "1.0"], "--sparsity must be in [0, 1)"),
+    (["prune", "--sparsity", "-0.1"], "--sparsity must be in [0, 1)"),
+    (["prune", "--sparsity", "lots"], "invalid float value: 'lots'"),
+    (["prune", "--epochs", "-1"], "--epochs must be >= 0"),
+    (["train", "--batch-size", "0", "--out", "x"], "--batch-size must be a positive integer"),
+    (["prune", "--lr", "0"], "--lr must be > 0"),
+    (["prune", "--criterion", "obs"], "valid: random, magnitude, snip"),
+    (["prune", "--model", "alexnet"], "valid: mlp, lenet300"),
+    (["prune", "--dataset", "svhn"], "valid: digits, mnist"),
+    (["prune", "--at", "later"], "valid: init, early, trained, gradual"),
+    (["prune", "--scope", "local"], "global, layerwise"),
+    (["prune", "--criterion", "snip", "--temperature", "2"], "does not apply to criterion snip"),
+    (["prune", "--at", "init", "--pretrain-epochs", "2"], "applies to --at trained or gradual"),
+    (["prune", "--at", "trained"], "needs --checkpoint FILE or --pretrain-epochs"),
+    (["prune", "--dataset", "cifar10", "--data-dir", "{tmp}/nowhere"], "{tmp}/nowhere"),
+    (["prune", "--dataset", "fashion-mnist", "--data-dir", "{tmp}/fashion"], "{tmp}/fashion"),
+    ([*TRAINED, "{tmp}/missing.safetensors"], "checkpoint not found: {tmp}/missing.safetensors"),
+    ([*TRAINED, "{tmp}/corrupt.safetensors"], "corrupt checkpoint {tmp}/corrupt.safetensors"),
+    ([*TRAINED, "{tmp}/lenet300.safetensors"], "is for model 'lenet300', not 'mlp'"),
+    ([*TRAINED, "{tmp}/shapes.pt"], "does not match the model"),
+    ([*TRAINED, "{tmp}/evil.pt"], "weights_only=True"),
+    (["sweep", "--config", "{tmp}/bad.yaml", "--out", "{tmp}/s"], "invalid YAML in {tmp}/bad.yaml"),
+    (["sweep", "--config", "{tmp}/keys.yaml", "--out", "{tmp}/s"], "unknown key(s) learning_rate"),
+    (["sweep", "--config", "{tmp}/none.yaml", "--out", "{tmp}/s"], "sweep config not found"),
+    (["sweep", "--sparsities", "0.5,1.2", "--out", "{tmp}/s"], "--sparsity must be in [0, 1)"),
+    (["sweep", "--criteria", "snip"], "sweep needs --out DIR"),
+    (["report", "{tmp}/nothing"], "no results.csv in {tmp}/nothing"),
+    (["prune", "--train-limit", "-5"], "--train-limit must be positive"),
+    (["frobnicate"], "invalid choice: 'frobnicate'"),
+]
+
+
+@pytest.mark.parametrize("argv, message", BAD_INPUTS, ids=[" ".join(a) for a, _ in BAD_INPUTS])
+def test_bad_input_exits_2_with_one_line(tmp_path, capsys, argv, message):
+    _write_bad_checkpoints(tmp_path)
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    code, out, err = (
+        run(capsys, *argv, "--quiet") if argv[0] in ("prune", "sweep") else run(capsys, *argv)
+    )
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "error:" in lines[0] and "Traceback" not in err
+    assert message.replace("{tmp}", str(tmp_path)) in lines[0]
+
+
+def test_cuda_without_a_gpu_is_a_user_error(capsys):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    code, _, err = run(capsys, "prune", "--device", "cuda")
+    assert code == 2 and "no CUDA device is available" in err
