@@ -26,6 +26,11 @@ format: setup
 	$(BIN)/ruff format src tests benchmarks
 	$(BIN)/ruff check --fix src tests benchmarks
 
+# The main job on the embedded default: all PaI criteria on digits/mlp; prints summary.md.
+# Re-running resumes: finished runs are skipped (delete demo-out/ to start over).
+demo: setup
+	$(BIN)/curvprune sweep --config benchmarks/configs/demo.yaml --out demo-out
+
 bench: setup
 	$(BIN)/python benchmarks/bench_curvature.py
 
