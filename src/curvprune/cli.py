@@ -333,7 +333,9 @@ def _cmd_sweep(args: argparse.Namespace) -> None:
         raise InvalidArgument("sweep needs --out DIR (or out: DIR in the --config file)")
     quiet = bool(cli.get("quiet", spec.get("quiet", False)))
     configs = expand_grid(spec)
-    counts = run_sweep(configs, out, quiet=quiet, log=_log(quiet))
+    counts = run_sweep(
+        configs, out, quiet=quiet, log=_log(quiet), tensorboard=cli.get("tensorboard")
+    )
     summary = build_report(out)
     print(summary, end="")
     print(

@@ -170,11 +170,19 @@ def run_sweep(
     *,
     quiet: bool = False,
     log: Callable[[str], None] | None = None,
+    tensorboard: str | os.PathLike | None = None,
 ) -> dict[str, int]:
     """Run every config not yet in ``out_dir/results.csv``, appending one row per run.
 
     All configs are validated before the first run starts, so a typo fails at once rather
     than an hour in. Runs are not strict: options a run ignores were reset by `expand_grid`.
+
+    Args:
+        configs: The runs, e.g. from `expand_grid`.
+        out_dir: The sweep directory.
+        quiet: No progress bars.
+        log: Where progress lines go (default: nowhere).
+        tensorboard: If given, each run logs to ``tensorboard/<run_id>``.
 
     Returns:
         Counts ``{"total", "done", "skipped", "recovered"}``.
@@ -198,7 +206,13 @@ def run_sweep(
             log(f"[{index}/{len(configs)}] {run_id}: recovered from {result_path}")
         else:
             log(f"[{index}/{len(configs)}] {run_id}")
-            result = run_experiment(cfg, out_dir=result_path.parent, quiet=quiet, strict=False)
+            result = run_experiment(
+                cfg,
+                out_dir=result_path.parent,
+                quiet=quiet,
+                strict=False,
+                tensorboard=None if tensorboard is None else str(Path(tensorboard) / run_id),
+            )
             counts["done"] += 1
             log(
                 f"    test accuracy {result['test_accuracy']:.4f}, "
