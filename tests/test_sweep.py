@@ -45,7 +45,7 @@ def fake_runs(monkeypatch):
     """Replace run_experiment by a fast fake that writes result.json; record the run ids."""
     ran = []
 
-    def fake(cfg, *, out_dir, quiet, strict, tensorboard):
+    def fake(cfg, *, out_dir, quiet, strict, log, tensorboard):
         result = fake_result(cfg)
         os.makedirs(out_dir, exist_ok=True)
         (out_dir / "result.json").write_text(json.dumps(result))

@@ -20,6 +20,7 @@ import io
 import itertools
 import json
 import os
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -181,7 +182,7 @@ def run_sweep(
         configs: The runs, e.g. from `expand_grid`.
         out_dir: The sweep directory.
         quiet: No progress bars.
-        log: Where progress lines go (default: nowhere).
+        log: Where the one line per finished run goes (default: nowhere).
         tensorboard: If given, each run logs to ``tensorboard/<run_id>``.
 
     Returns:
@@ -205,18 +206,20 @@ def run_sweep(
             counts["recovered"] += 1
             log(f"[{index}/{len(configs)}] {run_id}: recovered from {result_path}")
         else:
-            log(f"[{index}/{len(configs)}] {run_id}")
+            start = time.perf_counter()
             result = run_experiment(
                 cfg,
                 out_dir=result_path.parent,
                 quiet=quiet,
                 strict=False,
+                log=lambda message: None,  # one line per run below, not the run's own log
                 tensorboard=None if tensorboard is None else str(Path(tensorboard) / run_id),
             )
             counts["done"] += 1
             log(
-                f"    test accuracy {result['test_accuracy']:.4f}, "
-                f"sparsity {result['actual_sparsity']:.4f}"
+                f"[{index}/{len(configs)}] {run_id}: test accuracy "
+                f"{result['test_accuracy']:.4f} at sparsity {result['actual_sparsity']:.4f} "
+                f"({time.perf_counter() - start:.1f} s)"
             )
         _append_row(out_dir, result_row(result))
         finished.add(run_id)
