@@ -8,8 +8,8 @@ model already pruned with torch.nn.utils.prune.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import nn
@@ -40,16 +40,23 @@ def mlp():
 
 def cnn():
     return nn.Sequential(
-        nn.Conv2d(2, 4, 3, padding=1), nn.Tanh(),
-        nn.Conv2d(4, 2, 3, stride=2, groups=2, bias=False), nn.Tanh(),
-        nn.Flatten(), nn.Linear(8, 3),
+        nn.Conv2d(2, 4, 3, padding=1),
+        nn.Tanh(),
+        nn.Conv2d(4, 2, 3, stride=2, groups=2, bias=False),
+        nn.Tanh(),
+        nn.Flatten(),
+        nn.Linear(8, 3),
     )
 
 
 def cnn_bn_eval():
     m = nn.Sequential(
-        nn.Conv2d(2, 3, 3, padding=1), nn.BatchNorm2d(3), nn.Tanh(),
-        nn.AvgPool2d(2), nn.Flatten(), nn.Linear(12, 3),
+        nn.Conv2d(2, 3, 3, padding=1),
+        nn.BatchNorm2d(3),
+        nn.Tanh(),
+        nn.AvgPool2d(2),
+        nn.Flatten(),
+        nn.Linear(12, 3),
     )
     bn = m[1]
     with torch.no_grad():
@@ -63,7 +70,10 @@ def cnn_bn_eval():
 def conv1d_layernorm():
     return nn.Sequential(
         nn.Conv1d(2, 3, 3, stride=2, padding=1, padding_mode="reflect"),
-        nn.LayerNorm([3, 4]), nn.Tanh(), nn.Flatten(), nn.Linear(12, 3),
+        nn.LayerNorm([3, 4]),
+        nn.Tanh(),
+        nn.Flatten(),
+        nn.Linear(12, 3),
     )
 
 
@@ -92,8 +102,10 @@ class Case:
         model = self.model().to(DT)
         gen = torch.Generator().manual_seed(seed + 1)
         batches = [
-            (torch.randn(b, *self.input_shape, generator=gen, dtype=DT),
-             torch.randint(0, self.classes, (b,), generator=gen))
+            (
+                torch.randn(b, *self.input_shape, generator=gen, dtype=DT),
+                torch.randint(0, self.classes, (b,), generator=gen),
+            )
             for b in self.batch_sizes
         ]
         return model, batches

@@ -79,8 +79,13 @@ def test_hp_is_exactly_half_theta_squared_times_hutchinson(case):
         assert torch.equal(hp[n], 0.5 * t * t * d[weights[n].param_name])
     g = ref.gradient(model, batches)
     hts = cp.score(model, "hts", batches, num_probes=3, seed=9)
-    _close(hts, {n: (t * g[weights[n].param_name] + 0.5 * t * t * d[weights[n].param_name]).abs()
-                 for n, t in theta.items()})
+    _close(
+        hts,
+        {
+            n: (t * g[weights[n].param_name] + 0.5 * t * t * d[weights[n].param_name]).abs()
+            for n, t in theta.items()
+        },
+    )
 
 
 def test_temperature_divides_the_logits():
@@ -139,8 +144,12 @@ def test_prunable_selection_by_names_and_predicate():
     assert set(cp.score(model, "magnitude", batches)) == {"0.weight", "5.weight"}
     only = cp.score(model, "magnitude", batches, prunable=["1.weight"])
     assert set(only) == {"1.weight"}  # a BatchNorm weight, chosen by name
-    conv = cp.score(model, "magnitude", batches,
-                    prunable=lambda name, m: isinstance(m, nn.Conv2d) and name.endswith("weight"))
+    conv = cp.score(
+        model,
+        "magnitude",
+        batches,
+        prunable=lambda name, m: isinstance(m, nn.Conv2d) and name.endswith("weight"),
+    )
     assert set(conv) == {"0.weight"}
 
 

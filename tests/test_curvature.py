@@ -121,8 +121,9 @@ def _snapshot(model):
 
 def _train_mode_bn_model():
     torch.manual_seed(0)
-    m = nn.Sequential(nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(),
-                      nn.Linear(27, 3)).to(DT)
+    m = nn.Sequential(
+        nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(), nn.Linear(27, 3)
+    ).to(DT)
     return m.train()
 
 
@@ -133,7 +134,8 @@ def _train_mode_bn_model():
         lambda m, b: cp.loss_gradient(m, None, b),
         lambda m, b: cp.hutchinson_diag(m, None, b, num_probes=2),
         lambda m, b: cp.hessian_vector_product(
-            m, None, b, {n: torch.ones_like(p) for n, p in m.named_parameters()}),
+            m, None, b, {n: torch.ones_like(p) for n, p in m.named_parameters()}
+        ),
         lambda m, b: cp.score(m, "synflow", b),
         lambda m, b: cp.score(m, "woodfisher", b, fisher_batch_size=2),
     ],
@@ -163,8 +165,10 @@ def test_train_mode_batchnorm_per_sample_fisher_is_refused():
 def test_train_mode_batchnorm_chunks_use_their_own_statistics():
     model = _train_mode_bn_model()
     gen = torch.Generator().manual_seed(1)
-    batches = [(torch.randn(n, 2, 5, 5, generator=gen, dtype=DT),
-                torch.randint(0, 3, (n,), generator=gen)) for n in (3, 5)]
+    batches = [
+        (torch.randn(n, 2, 5, 5, generator=gen, dtype=DT), torch.randint(0, 3, (n,), generator=gen))
+        for n in (3, 5)
+    ]
     x, y = ref.data(batches)
     params = dict(model.named_parameters())
     want = {n: torch.zeros_like(p) for n, p in params.items()}
@@ -195,18 +199,23 @@ def test_weight_used_outside_its_layer_falls_back_to_vmap():
     torch.manual_seed(0)
     model = TiedModel().to(DT)
     gen = torch.Generator().manual_seed(2)
-    batches = [(torch.randn(5, 4, generator=gen, dtype=DT), torch.randint(0, 3, (5,), generator=gen))]
-    assert_dicts_close(cp.empirical_fisher_diag(model, None, batches),
-                       ref.fisher_diag(model, batches))
+    batches = [
+        (torch.randn(5, 4, generator=gen, dtype=DT), torch.randint(0, 3, (5,), generator=gen))
+    ]
+    assert_dicts_close(
+        cp.empirical_fisher_diag(model, None, batches), ref.fisher_diag(model, batches)
+    )
 
 
 def test_inplace_relu_after_conv_is_handled():
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(inplace=True), nn.Flatten(),
-                          nn.Linear(18, 2)).to(DT)
+    model = nn.Sequential(
+        nn.Conv2d(1, 2, 3), nn.ReLU(inplace=True), nn.Flatten(), nn.Linear(18, 2)
+    ).to(DT)
     batches = [(torch.randn(4, 1, 5, 5, dtype=DT), torch.tensor([0, 1, 1, 0]))]
-    assert_dicts_close(cp.empirical_fisher_diag(model, None, batches),
-                       ref.fisher_diag(model, batches))
+    assert_dicts_close(
+        cp.empirical_fisher_diag(model, None, batches), ref.fisher_diag(model, batches)
+    )
 
 
 def test_fisher_of_one_shot_generator_and_names_subset():

@@ -111,8 +111,9 @@ def test_gradual_calls_accumulate_and_collapse_is_reported():
     tiny = nn.Sequential(nn.Linear(4, 2), nn.Linear(2, 2)).to(DT)
     with torch.no_grad():
         tiny[1].weight.fill_(1e-6)
-    res = cp.prune(tiny, "magnitude", [(torch.randn(2, 4, dtype=DT), torch.tensor([0, 1]))],
-                   sparsity=0.3)
+    res = cp.prune(
+        tiny, "magnitude", [(torch.randn(2, 4, dtype=DT), torch.tensor([0, 1]))], sparsity=0.3
+    )
     assert res.collapsed == ["1.weight"] and res.layer_density["1.weight"] == 0
 
 
@@ -127,8 +128,9 @@ def test_bn_warmup_reestimates_statistics_and_leaves_weights():
     torch.manual_seed(0)
     model = nn.Sequential(nn.BatchNorm1d(3), nn.Dropout(0.5), nn.Linear(3, 2)).to(DT).eval()
     before = {n: p.clone() for n, p in model.named_parameters()}
-    batches = [(torch.randn(n, 3, dtype=DT) * 2 + 5, torch.zeros(n, dtype=torch.long))
-               for n in (4, 6)]
+    batches = [
+        (torch.randn(n, 3, dtype=DT) * 2 + 5, torch.zeros(n, dtype=torch.long)) for n in (4, 6)
+    ]
     assert cp.bn_warmup(model, batches) is model
     bn = model[0]
     want_mean = torch.stack([x.mean(0) for x, _ in batches]).mean(0)

@@ -39,8 +39,9 @@ def test_diag_and_solve_match_dense_inverse(block_size):
     model, batches = CASES[0].build()  # mlp, 12 samples
     names = ["1.weight", "3.weight", "3.bias"]
     lam = 1e-3
-    blocks = inverse_fisher_blocks(model, None, batches, names, dampening=lam,
-                                   block_size=block_size)
+    blocks = inverse_fisher_blocks(
+        model, None, batches, names, dampening=lam, block_size=block_size
+    )
     dense = dense_blocks(model, batches, names, block_size, lam)
     diag = blocks.diag()
     gen = torch.Generator().manual_seed(0)
@@ -109,7 +110,8 @@ def _trained_tiny_model():
     def closure():
         opt.zero_grad()
         loss = nn.functional.cross_entropy(model(x), y) + 1e-3 * sum(
-            (p * p).sum() for p in model.parameters())
+            (p * p).sum() for p in model.parameters()
+        )
         loss.backward()
         return loss
 
@@ -124,8 +126,7 @@ def test_obs_update_never_worse_than_masking_alone(sparsity):
     losses = {}
     for update in (True, False):
         m = copy.deepcopy(model)
-        cp.prune(m, "woodfisher", batches, sparsity=sparsity, dampening=1e-4,
-                 update_weights=update)
+        cp.prune(m, "woodfisher", batches, sparsity=sparsity, dampening=1e-4, update_weights=update)
         with torch.no_grad():
             losses[update] = nn.functional.cross_entropy(m(x), y).item()
     assert losses[True] <= losses[False]

@@ -49,9 +49,7 @@ def iter_batches(batches: Iterable, model: nn.Module) -> Iterator[Batch]:
         if x.shape[0] == 0:
             raise InvalidArgument(f"batch {i} is empty")
         if x.shape[0] != y.shape[0]:
-            raise InvalidArgument(
-                f"batch {i}: {x.shape[0]} inputs but {y.shape[0]} targets"
-            )
+            raise InvalidArgument(f"batch {i}: {x.shape[0]} inputs but {y.shape[0]} targets")
         x = x.to(device=device, dtype=dtype) if x.is_floating_point() else x.to(device)
         y = y.to(device=device, dtype=dtype) if y.is_floating_point() else y.to(device)
         yield x, y

@@ -53,8 +53,9 @@ def _prune_lowest(flat: Tensor, k: int) -> Tensor:
     return keep
 
 
-def _prepared(scores: Mapping[str, Tensor], existing: Mapping[str, Tensor | None],
-              min_density: float) -> tuple[dict[str, Tensor], int]:
+def _prepared(
+    scores: Mapping[str, Tensor], existing: Mapping[str, Tensor | None], min_density: float
+) -> tuple[dict[str, Tensor], int]:
     """Scores as float64 with pruned = −inf and each tensor's protected top = +inf."""
     out, protected = {}, 0
     for name, s in scores.items():
@@ -162,6 +163,7 @@ def sparsity_report(model: nn.Module, prunable=None) -> SparsityReport:
     Conv1d/2d/3d) plus every tensor that carries a pruning mask.
     """
     if prunable is None:
+
         def prunable(name: str, module: nn.Module) -> bool:
             attr = name.rpartition(".")[2]
             default = attr == "weight" and isinstance(module, DEFAULT_PRUNABLE_TYPES)

@@ -54,8 +54,10 @@ class PrunableWeight:
     def value(self) -> Tensor:
         """The effective weight θ (masked, if pruned), detached."""
         if self.is_pruned:
-            return (getattr(self.module, self.attr + "_orig") * getattr(
-                self.module, self.attr + "_mask")).detach()
+            return (
+                getattr(self.module, self.attr + "_orig")
+                * getattr(self.module, self.attr + "_mask")
+            ).detach()
         return getattr(self.module, self.attr).detach()
 
 
@@ -156,4 +158,6 @@ def check_param_dict(
 
 
 def zeros_like_params(params: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    return {n: torch.zeros_like(p, memory_format=torch.contiguous_format) for n, p in params.items()}
+    return {
+        n: torch.zeros_like(p, memory_format=torch.contiguous_format) for n, p in params.items()
+    }

@@ -86,9 +86,7 @@ CRITERIA: dict[str, Criterion] = {
 def get_criterion(name: str) -> Criterion:
     """The registered criterion, or an error listing the known ones."""
     if not isinstance(name, str) or name not in CRITERIA:
-        raise InvalidArgument(
-            f"unknown criterion {name!r}; known criteria: {', '.join(CRITERIA)}"
-        )
+        raise InvalidArgument(f"unknown criterion {name!r}; known criteria: {', '.join(CRITERIA)}")
     return CRITERIA[name]
 
 

@@ -91,10 +91,14 @@ def synflow_scores(model, weights, batches, loss_fn):
     model itself is untouched.
     """
     x, _ = first_batch(batches, model)
-    params = {n: p.detach().abs().double().requires_grad_(n in _param_names(weights))
-              for n, p in model.named_parameters()}
-    buffers = {n: b.detach().abs().double() if b.is_floating_point() else b
-               for n, b in model.named_buffers()}
+    params = {
+        n: p.detach().abs().double().requires_grad_(n in _param_names(weights))
+        for n, p in model.named_parameters()
+    }
+    buffers = {
+        n: b.detach().abs().double() if b.is_floating_point() else b
+        for n, b in model.named_buffers()
+    }
     model.eval()  # the caller's `preserved` context restores the mode
     ones = torch.ones((1, *x.shape[1:]), dtype=torch.float64, device=x.device)
     out = functional_call(model, {**params, **buffers}, (ones,))
@@ -114,8 +118,12 @@ def _param_names(weights: Weights) -> set[str]:
 
 def _fisher(model, weights, batches, loss_fn, fisher_batch_size):
     names = [w.param_name for w in weights.values()]
-    return _at(weights, empirical_fisher_diag(
-        model, loss_fn, batches, fisher_batch_size=fisher_batch_size, names=names))
+    return _at(
+        weights,
+        empirical_fisher_diag(
+            model, loss_fn, batches, fisher_batch_size=fisher_batch_size, names=names
+        ),
+    )
 
 
 def fisher_scores(model, weights, batches, loss_fn, *, fisher_batch_size: int = 1):
@@ -133,8 +141,9 @@ def fts_scores(model, weights, batches, loss_fn, *, fisher_batch_size: int = 1):
 
 def _hutch(model, weights, batches, loss_fn, num_probes, seed, temperature):
     loss_fn = with_temperature(loss_fn, temperature)
-    d, g = _hutchinson(model, loss_fn, batches, num_probes=num_probes, seed=seed,
-                       with_gradient=True)
+    d, g = _hutchinson(
+        model, loss_fn, batches, num_probes=num_probes, seed=seed, with_gradient=True
+    )
     return _at(weights, d), _at(weights, g)
 
 
@@ -166,13 +175,25 @@ def oba_scores(model, weights, batches, loss_fn, *, normalize="none", add_magnit
 
 
 def woodfisher_blocks(
-    model, weights, batches, loss_fn, *, dampening=DEFAULT_DAMPENING,
-    block_size=DEFAULT_BLOCK_SIZE, num_grads=None, fisher_batch_size=1,
+    model,
+    weights,
+    batches,
+    loss_fn,
+    *,
+    dampening=DEFAULT_DAMPENING,
+    block_size=DEFAULT_BLOCK_SIZE,
+    num_grads=None,
+    fisher_batch_size=1,
 ) -> tuple[dict[str, Tensor], InverseFisherBlocks, dict[str, Tensor]]:
     """WoodFisher scores θ_q² / (2 [F⁻¹]_qq), with the blocks and diag(F⁻¹) by weight name."""
     blocks = inverse_fisher_blocks(
-        model, loss_fn, batches, [w.param_name for w in weights.values()],
-        dampening=dampening, block_size=block_size, num_grads=num_grads,
+        model,
+        loss_fn,
+        batches,
+        [w.param_name for w in weights.values()],
+        dampening=dampening,
+        block_size=block_size,
+        num_grads=num_grads,
         fisher_batch_size=fisher_batch_size,
     )
     by_param = blocks.diag()
@@ -181,7 +202,8 @@ def woodfisher_blocks(
     blocks = InverseFisherBlocks(
         grads={n: blocks.grads[w.param_name] for n, w in weights.items()},
         shapes={n: blocks.shapes[w.param_name] for n, w in weights.items()},
-        dampening=blocks.dampening, block_size=blocks.block_size,
+        dampening=blocks.dampening,
+        block_size=blocks.block_size,
     )
     scores = {
         n: (t.to(torch.float64) ** 2 / (2 * diag[n])).to(t.dtype)

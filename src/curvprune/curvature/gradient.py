@@ -31,9 +31,7 @@ def batch_loss(model: nn.Module, loss_fn: LossFn, x: Tensor, y: Tensor) -> Tenso
     return loss
 
 
-def loss_gradient(
-    model: nn.Module, loss_fn: LossFn | None, batches: Iterable
-) -> dict[str, Tensor]:
+def loss_gradient(model: nn.Module, loss_fn: LossFn | None, batches: Iterable) -> dict[str, Tensor]:
     """∇L for every trainable parameter, L the mean per-sample loss over all batches.
 
     A batch of B samples out of N in all contributes (B / N)·∇(batch-mean loss).

@@ -77,8 +77,7 @@ def _batched_hvps(grads, plist, names, vs):
     for start in range(0, len(vs), _PROBE_GROUP):
         group = vs[start : start + _PROBE_GROUP]
         cotangents = [
-            torch.stack([v.get(names[i], torch.zeros_like(plist[i])) for v in group])
-            for i in live
+            torch.stack([v.get(names[i], torch.zeros_like(plist[i])) for v in group]) for i in live
         ]
         batched = len(group) > 1
         hv = torch.autograd.grad(
@@ -90,10 +89,10 @@ def _batched_hvps(grads, plist, names, vs):
             is_grads_batched=batched,
         )
         for j in range(len(group)):
-            yield start + j, {
-                n: (h[j] if batched else h).detach()
-                for n, h in zip(names, hv) if h is not None
-            }
+            yield (
+                start + j,
+                {n: (h[j] if batched else h).detach() for n, h in zip(names, hv) if h is not None},
+            )
 
 
 def hessian_vector_product(
@@ -165,6 +164,7 @@ def _hutchinson(model, loss_fn, batches, *, num_probes, seed, with_gradient=Fals
 
     out = _hvp_pass(model, default_loss(loss_fn), batches, vectors, with_gradient=with_gradient)
     products, grad = out if with_gradient else (out, None)
-    diag = {n: sum(z[n] * hz[n] for z, hz in zip(probes, products)) / num_probes
-            for n in products[0]}
+    diag = {
+        n: sum(z[n] * hz[n] for z, hz in zip(probes, products)) / num_probes for n in products[0]
+    }
     return diag, grad

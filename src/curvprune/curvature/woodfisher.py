@@ -195,9 +195,6 @@ def obs_update(
         δθ per tensor, in the weights' dtype; add it, then apply the mask.
     """
     diag = blocks.diag() if diag is None else diag
-    u = {
-        n: torch.where(keep[n], 0.0, theta[n].to(torch.float64) / diag[n])
-        for n in blocks.shapes
-    }
+    u = {n: torch.where(keep[n], 0.0, theta[n].to(torch.float64) / diag[n]) for n in blocks.shapes}
     step = blocks.solve(u)
     return {n: (-step[n]).to(theta[n].dtype) for n in blocks.shapes}
