@@ -7,6 +7,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from curvprune import distributed
 from curvprune.batches import iter_batches
 from curvprune.errors import InvalidArgument
 
@@ -18,7 +19,8 @@ def bn_warmup(model: nn.Module, batches: Iterable) -> nn.Module:
     statistics (momentum None, as `torch.optim.swa_utils.update_bn` does), from train-mode
     forward passes of the BatchNorm layers with every other module in eval mode and no
     gradients. Parameters are untouched (bit-identical); each module's train/eval flag is
-    restored. Returns the model. A model without BatchNorm is returned unchanged.
+    restored. Under `torch.distributed`, every rank ends with the average over all ranks'
+    batches. Returns the model. A model without BatchNorm is returned unchanged.
     """
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     norms = [m for m in norms if m.track_running_stats]
@@ -38,6 +40,20 @@ def bn_warmup(model: nn.Module, batches: Iterable) -> nn.Module:
             for x, _ in iter_batches(batches, model):
                 model(x)
                 seen += 1
+        total = distributed.sum_count(seen)
+        if distributed.world_size() > 1 and total:
+            # each rank holds the average over its own batches: weight by batch counts
+            stats = {
+                f"{i}.{k}": getattr(m, k) * seen
+                for i, m in enumerate(norms)
+                for k in ("running_mean", "running_var")
+            }
+            distributed.sum_dicts(stats)
+            with torch.no_grad():
+                for i, m in enumerate(norms):
+                    m.running_mean.copy_(stats[f"{i}.running_mean"] / total)
+                    m.running_var.copy_(stats[f"{i}.running_var"] / total)
+        seen = total
     finally:
         for m, momentum in momenta:
             m.momentum = momentum

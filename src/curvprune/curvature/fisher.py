@@ -7,6 +7,7 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor, nn
 
+from curvprune import distributed
 from curvprune.curvature.gradient import LossFn, default_loss
 from curvprune.curvature.per_sample import chunk_gradients
 from curvprune.errors import InvalidArgument
@@ -26,7 +27,10 @@ def empirical_fisher_diag(
 
     Each g is the gradient of the loss averaged over `fisher_batch_size` consecutive samples
     (1: per-sample gradients). Chunks run across batch boundaries; only the last chunk of all
-    the data may be shorter, and every chunk counts once in the mean.
+    the data may be shorter, and every chunk counts once in the mean. Under `torch.distributed`
+    the sums are combined over ranks; chunks do not span ranks, so the result equals one
+    process over all ranks' data when each rank's sample count is a multiple of
+    `fisher_batch_size`.
 
     Args:
         model: the network; left unchanged.
@@ -50,6 +54,8 @@ def empirical_fisher_diag(
             for n in names:
                 total[n].add_(squares[n])
             count += chunks
+    distributed.sum_dicts(total)
+    count = distributed.sum_count(count)
     if count == 0:
         raise InvalidArgument("batches is empty: pass at least one (inputs, targets) batch")
     return {n: t / count for n, t in total.items()}

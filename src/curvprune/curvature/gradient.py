@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import Tensor, nn
 
+from curvprune import distributed
 from curvprune.batches import iter_batches
 from curvprune.errors import InvalidArgument
 from curvprune.params import trainable_parameters
@@ -49,6 +50,8 @@ def loss_gradient(model: nn.Module, loss_fn: LossFn | None, batches: Iterable) -
                 if g is not None:
                     total[n].add_(g, alpha=b)
             count += b
+    distributed.sum_dicts(total)
+    count = distributed.sum_count(count)
     if count == 0:
         raise InvalidArgument("batches is empty: pass at least one (inputs, targets) batch")
     return {n: t / count for n, t in total.items()}

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 import torch
 from torch import Tensor, nn
 
+from curvprune import distributed
 from curvprune.batches import iter_batches
 from curvprune.curvature.gradient import LossFn, batch_loss, default_loss
 from curvprune.errors import InvalidArgument
@@ -53,6 +54,11 @@ def _hvp_pass(
                 for (n, _), g in zip(params.items(), grads):
                     grad_total[n].add_(g.detach(), alpha=b)
             count += b
+    if products is None:  # no local batch: this rank contributes zeros
+        vs = vectors(params)
+        products = [{n: torch.zeros_like(p) for n, p in params.items()} for _ in vs]
+    distributed.sum_dicts(*products, *([grad_total] if with_gradient else []))
+    count = distributed.sum_count(count)
     if count == 0:
         raise InvalidArgument("batches is empty: pass at least one (inputs, targets) batch")
     products = [{n: t / count for n, t in p.items()} for p in products]

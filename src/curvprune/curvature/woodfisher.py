@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from curvprune import distributed
 from curvprune.curvature.gradient import LossFn, default_loss
 from curvprune.curvature.per_sample import chunk_gradients
 from curvprune.errors import InvalidArgument
@@ -161,6 +162,17 @@ def inverse_fisher_blocks(
             have += take
             if num_grads is not None and have >= num_grads:
                 break
+    params = dict(model.named_parameters())
+    grads = {
+        n: torch.cat(v) if v else params[n].new_zeros((0, params[n].numel()))
+        for n, v in collected.items()
+    }
+    if distributed.world_size() > 1:  # every rank gets all gradients, in rank order
+        grads = {n: distributed.gather_rows(g) for n, g in grads.items()}
+        have = next(iter(grads.values())).shape[0]
+        if num_grads is not None:
+            grads = {n: g[:num_grads] for n, g in grads.items()}
+            have = min(have, num_grads)
     if have == 0:
         raise InvalidArgument("batches is empty: pass at least one (inputs, targets) batch")
     if num_grads is not None and have < num_grads:
@@ -168,9 +180,8 @@ def inverse_fisher_blocks(
             f"num_grads={num_grads} but batches yield only {have} gradients "
             f"(fisher_batch_size={fisher_batch_size}); pass more data or a smaller num_grads"
         )
-    params = dict(model.named_parameters())
     return InverseFisherBlocks(
-        grads={n: torch.cat(v) for n, v in collected.items()},
+        grads=grads,
         shapes={n: params[n].shape for n in names},
         dampening=float(dampening),
         block_size=int(block_size),
