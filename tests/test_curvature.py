@@ -223,3 +223,34 @@ def test_fisher_of_one_shot_generator_and_names_subset():
     got = cp.empirical_fisher_diag(model, None, iter(batches), names=["3.weight"])
     assert list(got) == ["3.weight"]
     torch.testing.assert_close(got["3.weight"], ref.fisher_diag(model, batches)["3.weight"])
+
+
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+@pytest.mark.parametrize("chunk_size", [1, 2, 3])
+def test_chunked_per_sample_gradients_equal_unchunked(case, chunk_size):
+    model, batches = case.build()
+    whole = cp.empirical_fisher_diag(model, None, batches, fisher_batch_size=2)
+    parts = cp.empirical_fisher_diag(
+        model, None, batches, fisher_batch_size=2, chunk_size=chunk_size
+    )
+    assert_dicts_close(parts, whole)
+
+
+def test_memory_budget_chooses_a_chunk_size_and_sizes_parse():
+    from curvprune.memory import auto_chunk_size, parse_memory, per_sample_bytes
+
+    model, batches = CASES[1].build()
+    x = batches[0][0]
+    one = per_sample_bytes(model, x)
+    assert auto_chunk_size(model, x, 3 * one) == 3 and auto_chunk_size(model, x, 1) == 1
+    assert parse_memory("2GiB") == 2 * 2**30 and parse_memory("512MB") == 512 * 10**6
+    with pytest.raises(cp.InvalidArgument, match="memory size"):
+        parse_memory("lots")
+    got = cp.empirical_fisher_diag(model, None, batches, max_memory=2 * one)
+    assert_dicts_close(got, cp.empirical_fisher_diag(model, None, batches))
+
+
+def test_woodfisher_refuses_what_would_not_fit_with_an_estimate():
+    model, batches = CASES[0].build()
+    with pytest.raises(cp.InvalidArgument, match=r"WoodFisher needs about .* GiB for 12 grad"):
+        cp.score(model, "woodfisher", batches, max_memory="1KiB")

@@ -47,7 +47,14 @@ class Criterion:
         params = inspect.signature(self.weight_score).parameters.values()
         named = tuple(p.name for p in params if p.kind is p.KEYWORD_ONLY)
         if self.weight_score is s.woodfisher_scores:
-            named = ("dampening", "block_size", "num_grads", "fisher_batch_size")
+            named = (
+                "dampening",
+                "block_size",
+                "num_grads",
+                "fisher_batch_size",
+                "chunk_size",
+                "max_memory",
+            )
         return named
 
     @property

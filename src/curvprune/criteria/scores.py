@@ -116,26 +116,36 @@ def _param_names(weights: Weights) -> set[str]:
     return {w.param_name for w in weights.values()}
 
 
-def _fisher(model, weights, batches, loss_fn, fisher_batch_size):
+def _fisher(model, weights, batches, loss_fn, fisher_batch_size, chunk_size, max_memory):
     names = [w.param_name for w in weights.values()]
     return _at(
         weights,
         empirical_fisher_diag(
-            model, loss_fn, batches, fisher_batch_size=fisher_batch_size, names=names
+            model,
+            loss_fn,
+            batches,
+            fisher_batch_size=fisher_batch_size,
+            names=names,
+            chunk_size=chunk_size,
+            max_memory=max_memory,
         ),
     )
 
 
-def fisher_scores(model, weights, batches, loss_fn, *, fisher_batch_size: int = 1):
+def fisher_scores(
+    model, weights, batches, loss_fn, *, fisher_batch_size=1, chunk_size=None, max_memory=None
+):
     """½ θ² ⊙ F (Optimal Brain Damage with the empirical Fisher)."""
-    f = _fisher(model, weights, batches, loss_fn, fisher_batch_size)
+    f = _fisher(model, weights, batches, loss_fn, fisher_batch_size, chunk_size, max_memory)
     return {n: 0.5 * t * t * f[n] for n, t in _theta(weights).items()}
 
 
-def fts_scores(model, weights, batches, loss_fn, *, fisher_batch_size: int = 1):
+def fts_scores(
+    model, weights, batches, loss_fn, *, fisher_batch_size=1, chunk_size=None, max_memory=None
+):
     """|θ ⊙ g + ½ θ² ⊙ F| (Fisher-Taylor Sensitivity)."""
     g = _at(weights, loss_gradient(model, loss_fn, batches))
-    f = _fisher(model, weights, batches, loss_fn, fisher_batch_size)
+    f = _fisher(model, weights, batches, loss_fn, fisher_batch_size, chunk_size, max_memory)
     return {n: (t * g[n] + 0.5 * t * t * f[n]).abs() for n, t in _theta(weights).items()}
 
 
@@ -184,6 +194,8 @@ def woodfisher_blocks(
     block_size=DEFAULT_BLOCK_SIZE,
     num_grads=None,
     fisher_batch_size=1,
+    chunk_size=None,
+    max_memory=None,
 ) -> tuple[dict[str, Tensor], InverseFisherBlocks, dict[str, Tensor]]:
     """WoodFisher scores θ_q² / (2 [F⁻¹]_qq), with the blocks and diag(F⁻¹) by weight name."""
     blocks = inverse_fisher_blocks(
@@ -195,6 +207,8 @@ def woodfisher_blocks(
         block_size=block_size,
         num_grads=num_grads,
         fisher_batch_size=fisher_batch_size,
+        chunk_size=chunk_size,
+        max_memory=max_memory,
     )
     by_param = blocks.diag()
     diag = _at(weights, by_param)

@@ -22,6 +22,8 @@ def empirical_fisher_diag(
     *,
     fisher_batch_size: int = 1,
     names: list[str] | None = None,
+    chunk_size: int | None = None,
+    max_memory: int | str | None = None,
 ) -> dict[str, Tensor]:
     """Diagonal of the empirical Fisher: the mean over gradients g of g ⊙ g.
 
@@ -38,6 +40,8 @@ def empirical_fisher_diag(
         batches: iterable of ``(inputs, targets)``.
         fisher_batch_size: samples per gradient.
         names: restrict to these parameter names (default: every trainable parameter).
+        chunk_size: at most this many samples per forward/backward pass (bounds memory).
+        max_memory: or a memory budget (bytes, or a string like "8GiB") to choose it from.
 
     Returns:
         ``{name: F}`` with F shaped like the parameter, for every trainable parameter.
@@ -49,7 +53,14 @@ def empirical_fisher_diag(
     count = 0
     with preserved(model):
         for squares, chunks in chunk_gradients(
-            model, loss_fn, batches, names, fisher_batch_size, square=True
+            model,
+            loss_fn,
+            batches,
+            names,
+            fisher_batch_size,
+            square=True,
+            chunk_size=chunk_size,
+            max_memory=max_memory,
         ):
             for n in names:
                 total[n].add_(squares[n])

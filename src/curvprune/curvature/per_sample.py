@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
 from curvprune.batches import iter_batches, rechunk
+from curvprune.memory import auto_chunk_size, parse_memory
 from curvprune.curvature.gradient import LossFn, batch_loss
 from curvprune.errors import InvalidArgument
 
@@ -341,6 +342,8 @@ def chunk_gradients(
     chunk: int,
     *,
     square: bool,
+    chunk_size: int | None = None,
+    max_memory: int | str | None = None,
 ) -> Iterator[tuple[dict[str, Tensor], int]]:
     """Per batch: gradients of the mean loss over each chunk of `chunk` consecutive samples.
 
@@ -348,9 +351,19 @@ def chunk_gradients(
     of per-chunk gradients, with ``square=True`` their squares summed over the C chunks.
     Chunks run across the user's batch boundaries; only the stream's last chunk may be short.
     Gradients of ``<module>.weight_orig`` (pruned with torch.nn.utils.prune) are masked.
+
+    `chunk_size` caps the samples per forward/backward pass (rounded down to whole chunks);
+    without it, `max_memory` (bytes or a size string) chooses it from an estimate of the
+    per-sample cost. Neither: the batches as given.
     """
     if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
         raise InvalidArgument(f"fisher_batch_size must be a positive integer, got {chunk!r}")
+    if chunk_size is not None and (
+        isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
+    ):
+        raise InvalidArgument(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    budget = None if max_memory is None else parse_memory(max_memory)
+    batches = _split(iter_batches(batches, model), model, chunk, chunk_size, budget)
     mixing = mixes_samples(model)
     if mixing:
         if chunk == 1:
@@ -364,7 +377,7 @@ def chunk_gradients(
     plan = _Plan(model, names)
     params = dict(model.named_parameters())
     verified = False
-    for (x, y), n_full in rechunk(iter_batches(batches, model), chunk):
+    for (x, y), n_full in rechunk(batches, chunk):
         if not verified:
             _verify(model, loss_fn, plan, x, y)
             verified = True
@@ -388,11 +401,22 @@ def chunk_gradients(
         yield {n: result[n] for n in names}, _num_chunks(pieces)
 
 
+def _split(stream, model, chunk: int, chunk_size: int | None, budget: int | None):
+    """The validated stream with batches cut to at most `chunk_size` samples (or what fits
+    `budget` bytes), rounded down to whole chunks of `chunk`."""
+    for x, y in stream:
+        if chunk_size is None and budget is not None:
+            chunk_size = auto_chunk_size(model, x, budget)
+        step = x.shape[0] if chunk_size is None else max(chunk, chunk_size // chunk * chunk)
+        for i in range(0, x.shape[0], step):
+            yield x[i : i + step], y[i : i + step]
+
+
 def _chunk_loop(model, loss_fn, batches, names, chunk, *, square):
     """Chunk by chunk with plain autograd (for models that mix samples within a batch)."""
     params = dict(model.named_parameters())
     plist = [params[n] for n in names]
-    for (x, y), _ in rechunk(iter_batches(batches, model), chunk):
+    for (x, y), _ in rechunk(batches, chunk):
         bounds = list(range(0, x.shape[0], chunk))
         grads: list[Mapping[str, Tensor]] = []
         for start in bounds:

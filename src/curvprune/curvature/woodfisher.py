@@ -24,6 +24,7 @@ from curvprune import distributed
 from curvprune.curvature.gradient import LossFn, default_loss
 from curvprune.curvature.per_sample import chunk_gradients
 from curvprune.errors import InvalidArgument
+from curvprune.memory import available_memory, parse_memory
 from curvprune.state import preserved
 
 DEFAULT_DAMPENING = 1e-5
@@ -124,6 +125,27 @@ def _check_positive(name: str, value, kind=float) -> None:
         raise InvalidArgument(f"{name} must be a positive {kind.__name__}, got {value!r}")
 
 
+def _check_fits(model, batches, names, num_grads, fisher_batch_size, max_memory) -> None:
+    """Refuse, with the estimate, gradients that would not fit the memory budget."""
+    params = dict(model.named_parameters())
+    weights = sum(params[n].numel() for n in names)
+    if num_grads is None:
+        if not hasattr(batches, "__len__"):
+            return  # a stream of unknown length: checked as the gradients arrive
+        samples = sum(len(b[0]) for b in batches) if isinstance(batches, (list, tuple)) else None
+        if samples is None:
+            return
+        num_grads = -(-samples // fisher_batch_size)
+    need = num_grads * weights * 4 + 8 * min(num_grads, DEFAULT_BLOCK_SIZE) ** 2
+    budget = available_memory() if max_memory is None else parse_memory(max_memory)
+    if need > budget:
+        raise InvalidArgument(
+            f"WoodFisher needs about {need / 2**30:.1f} GiB for {num_grads} gradients of "
+            f"{weights:,} weights, more than the {budget / 2**30:.1f} GiB budget; lower "
+            "num_grads, prune fewer tensors per call (prunable=...), or raise max_memory"
+        )
+
+
 def inverse_fisher_blocks(
     model: nn.Module,
     loss_fn: LossFn | None,
@@ -134,6 +156,8 @@ def inverse_fisher_blocks(
     block_size: int = DEFAULT_BLOCK_SIZE,
     num_grads: int | None = None,
     fisher_batch_size: int = 1,
+    chunk_size: int | None = None,
+    max_memory: int | str | None = None,
 ) -> InverseFisherBlocks:
     """Collect N gradients of the parameters `names` and return their block inverse Fisher.
 
@@ -144,17 +168,29 @@ def inverse_fisher_blocks(
         block_size: weights per block; a tensor's last block may be smaller.
         num_grads: N, the number of gradients (default: all that `batches` yields).
         fisher_batch_size: samples averaged into each gradient.
+        chunk_size: at most this many samples per forward/backward pass.
+        max_memory: memory budget (bytes or "8GiB"); chooses `chunk_size` if not given, and the
+            stored gradients (N × weights × 4 bytes) must fit it, else an error gives the
+            estimate. Default: the memory available now.
     """
     _check_positive("dampening", dampening)
     _check_positive("block_size", block_size, int)
     if num_grads is not None:
         _check_positive("num_grads", num_grads, int)
     loss_fn = default_loss(loss_fn)
+    _check_fits(model, batches, names, num_grads, fisher_batch_size, max_memory)
     collected: dict[str, list[Tensor]] = {n: [] for n in names}
     have = 0
     with preserved(model):
         for grads, count in chunk_gradients(
-            model, loss_fn, batches, names, fisher_batch_size, square=False
+            model,
+            loss_fn,
+            batches,
+            names,
+            fisher_batch_size,
+            square=False,
+            chunk_size=chunk_size,
+            max_memory=max_memory,
         ):
             take = count if num_grads is None else min(count, num_grads - have)
             for n in names:

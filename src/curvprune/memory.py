@@ -1,0 +1,100 @@
+"""Memory budgets: parse them, estimate per-sample costs, choose chunk sizes, report peaks."""
+
+from __future__ import annotations
+
+import re
+import resource
+import sys
+
+import torch
+from torch import Tensor, nn
+
+from curvprune.errors import InvalidArgument
+
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 2**10,
+    "kb": 10**3,
+    "kib": 2**10,
+    "m": 2**20,
+    "mb": 10**6,
+    "mib": 2**20,
+    "g": 2**30,
+    "gb": 10**9,
+    "gib": 2**30,
+    "t": 2**40,
+    "tb": 10**12,
+    "tib": 2**40,
+}
+
+
+def parse_memory(value: int | str) -> int:
+    """Bytes from an int or a string such as ``"8GiB"``, ``"512MB"``, ``"2g"``."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    match = re.fullmatch(r"\s*([0-9.]+)\s*([a-zA-Z]*)\s*", str(value))
+    unit = match.group(2).lower() if match else None
+    if not match or unit not in _UNITS or float(match.group(1)) <= 0:
+        raise InvalidArgument(
+            f"memory size {value!r} is not a positive size such as 8GiB, 512MB or 2000000000"
+        )
+    return int(float(match.group(1)) * _UNITS[unit])
+
+
+def available_memory(device: torch.device | str = "cpu") -> int:
+    """Free bytes on `device`: the GPU's free memory, or MemAvailable for the CPU."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 8 * 2**30  # no /proc (macOS, Windows): assume a modest machine
+
+
+def per_sample_bytes(model: nn.Module, example: Tensor) -> int:
+    """Rough bytes one sample costs while computing per-sample gradients.
+
+    Activations of one forward pass (every module's output, ×3 for what autograd saves, the
+    recorded inputs and output gradients) plus two copies of the largest parameter (one sample's
+    gradient of it, and its square).
+    """
+    total = 0
+
+    def hook(module, inputs, output):
+        nonlocal total
+        if isinstance(output, Tensor):
+            total += output.numel() * output.element_size()
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()]
+    was_training = [(m, m.training) for m in model.modules()]
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(example[:1])
+    finally:
+        for h in handles:
+            h.remove()
+        for m, t in was_training:
+            m.training = t
+    largest = max((p.numel() * p.element_size() for p in model.parameters()), default=0)
+    return 3 * total + 2 * largest
+
+
+def auto_chunk_size(model: nn.Module, example: Tensor, budget: int) -> int:
+    """Samples per forward/backward pass that fit `budget` bytes (at least 1)."""
+    return max(1, budget // max(1, per_sample_bytes(model, example)))
+
+
+def peak_memory_bytes(device: torch.device | str = "cpu") -> int:
+    """Peak memory of this process so far: the GPU allocator's peak, or the CPU's max RSS."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss if sys.platform == "darwin" else rss * 1024
