@@ -29,9 +29,9 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
 from curvprune.batches import iter_batches, rechunk
-from curvprune.memory import auto_chunk_size, parse_memory
 from curvprune.curvature.gradient import LossFn, batch_loss
 from curvprune.errors import InvalidArgument
+from curvprune.memory import auto_chunk_size, parse_memory
 
 # (samples in the piece, samples per chunk): a batch splits into at most two pieces, the full
 # chunks and the final short chunk of the stream.
@@ -308,21 +308,42 @@ def _vmap_chunks(model, loss_fn, x, y, names, pieces, square):
     return {n: torch.cat(v) for n, v in collected.items()}
 
 
+def _backward_for_deltas(loss: Tensor, x: Tensor, params: list[Tensor], retain: bool = False):
+    """Run the backward pass that fills the recorded output gradients δ.
+
+    With a floating input, differentiating with respect to the input alone computes every
+    layer's δ but none of the weight gradients, which the closed forms replace.
+    """
+    targets = [x] if x.requires_grad else params
+    torch.autograd.grad(loss, targets, allow_unused=True, retain_graph=retain)
+
+
+def _input(x: Tensor) -> Tensor:
+    """`x` as a leaf that requires grad when it is floating (see `_backward_for_deltas`)."""
+    return x.detach().requires_grad_(True) if x.is_floating_point() else x
+
+
 def _verify(model, loss_fn, plan, x, y) -> None:
-    """Move closed-form params whose per-sample sum disagrees with autograd to vmap."""
+    """Move closed-form params whose per-sample sum disagrees with autograd to vmap.
+
+    Catches weights also used outside their layer's forward, layers the input-only backward
+    does not reach, and subclasses whose forward differs from their base class.
+    """
     if not plan.closed:
         return
     k = min(4, x.shape[0])
-    xs, ys = x[:k], y[:k]
+    xs, ys = _input(x[:k]), y[:k]
+    names = list(plan.closed)
+    params = dict(model.named_parameters())
+    plist = [params[n] for n in names]
     recorder = _Recorder(plan.modules())
     try:
         loss = batch_loss(model, loss_fn, xs, ys)
-        names = list(plan.closed)
-        params = dict(model.named_parameters())
-        auto = torch.autograd.grad(loss, [params[n] for n in names], allow_unused=True)
+        _backward_for_deltas(loss, xs, plist, retain=True)
         per_chunk = _closed_form_chunks(plan, recorder, k, [(slice(0, k), 1)], square=False)
     finally:
         recorder.close()
+    auto = torch.autograd.grad(loss, plist, allow_unused=True)
     bad = []
     for n, a in zip(names, auto):
         mean = per_chunk[n].mean(0)
@@ -391,8 +412,9 @@ def chunk_gradients(
         if plan.closed:
             recorder = _Recorder(plan.modules())
             try:
-                loss = batch_loss(model, loss_fn, x, y)
-                torch.autograd.grad(loss, [params[n] for n in plan.closed], allow_unused=True)
+                xin = _input(x)
+                loss = batch_loss(model, loss_fn, xin, y)
+                _backward_for_deltas(loss, xin, [params[n] for n in plan.closed])
                 result.update(_closed_form_chunks(plan, recorder, b, pieces, square))
             finally:
                 recorder.close()
