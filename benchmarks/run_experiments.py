@@ -62,7 +62,8 @@ EXPERIMENTS = [
         name="pai_lenet300",
         title="1. Pruning at initialization: LeNet-300-100, init against early",
         about="All PaI criteria, HP and HTS with temperature 1 and 200, pruned at "
-        "initialization (`at=init`); a subset also pruned after a quarter epoch (`at=early`).",
+        "initialization (`at=init`); a subset also pruned after a quarter epoch (`at=early`, "
+        "which then trains `--epochs` more, so it sees 0.25 epochs more training in total).",
         configs=["pai_lenet300.yaml", "pai_lenet300_early.yaml"],
         reduced={
             "*": ["--seeds", "0", "--sparsities", "0.9,0.98,0.995", "--epochs", "1"],
@@ -72,7 +73,9 @@ EXPERIMENTS = [
     Experiment(
         name="pai_lenet5_bn",
         title="1. Pruning at initialization: LeNet-5 with BatchNorm, with and without --bn-warmup",
-        about="BatchNorm statistics re-estimated before scoring (`bn_warmup=True`) or not.",
+        about="BatchNorm statistics re-estimated before scoring (`bn_warmup=True`) or left at "
+        "their initial values (mean 0, variance 1); scores are computed in eval mode, so they see "
+        "those statistics. Training then uses batch statistics either way.",
         configs=["pai_lenet5_bn.yaml"],
         reduced={
             "*": [
@@ -85,7 +88,7 @@ EXPERIMENTS = [
                 "--train-limit",
                 "10000",
                 "--criteria",
-                "magnitude,snip,grasp,synflow,hts",
+                "magnitude,snip,grasp,synflow,fts,hts",
             ],
         },  # fmt: skip
     ),
