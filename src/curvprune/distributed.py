@@ -14,6 +14,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from curvprune.errors import InvalidArgument
+
 
 def world_size() -> int:
     """Ranks in the default process group (1 without one)."""
@@ -75,3 +77,17 @@ def gather_rows(t: Tensor) -> Tensor:
     parts = [torch.empty_like(padded) for _ in sizes]
     dist.all_gather(parts, padded)
     return torch.cat([p[:n] for p, n in zip(parts, sizes)]).to(t.device)
+
+
+def mean_over_samples(count: int, *sums: dict[str, Tensor]) -> list[dict[str, Tensor]]:
+    """Each dict of sums divided by the sample count, both combined over ranks first.
+
+    Raises:
+        InvalidArgument: no rank saw a sample.
+    """
+    sums = [dict(d) for d in sums]
+    sum_dicts(*sums)
+    count = sum_count(count)
+    if count == 0:
+        raise InvalidArgument("batches is empty: pass at least one (inputs, targets) batch")
+    return [{n: t / count for n, t in d.items()} for d in sums]

@@ -10,7 +10,6 @@ from torch import Tensor, nn
 from curvprune import distributed
 from curvprune.curvature.gradient import LossFn, default_loss
 from curvprune.curvature.per_sample import chunk_gradients
-from curvprune.errors import InvalidArgument
 from curvprune.params import trainable_parameters
 from curvprune.state import preserved
 
@@ -65,8 +64,4 @@ def empirical_fisher_diag(
             for n in names:
                 total[n].add_(squares[n])
             count += chunks
-    distributed.sum_dicts(total)
-    count = distributed.sum_count(count)
-    if count == 0:
-        raise InvalidArgument("batches is empty: pass at least one (inputs, targets) batch")
-    return {n: t / count for n, t in total.items()}
+    return distributed.mean_over_samples(count, total)[0]

@@ -50,8 +50,4 @@ def loss_gradient(model: nn.Module, loss_fn: LossFn | None, batches: Iterable) -
                 if g is not None:
                     total[n].add_(g, alpha=b)
             count += b
-    distributed.sum_dicts(total)
-    count = distributed.sum_count(count)
-    if count == 0:
-        raise InvalidArgument("batches is empty: pass at least one (inputs, targets) batch")
-    return {n: t / count for n, t in total.items()}
+    return distributed.mean_over_samples(count, total)[0]

@@ -57,14 +57,10 @@ def _hvp_pass(
     if products is None:  # no local batch: this rank contributes zeros
         vs = vectors(params)
         products = [{n: torch.zeros_like(p) for n, p in params.items()} for _ in vs]
-    distributed.sum_dicts(*products, *([grad_total] if with_gradient else []))
-    count = distributed.sum_count(count)
-    if count == 0:
-        raise InvalidArgument("batches is empty: pass at least one (inputs, targets) batch")
-    products = [{n: t / count for n, t in p.items()} for p in products]
     if with_gradient:
-        return products, {n: t / count for n, t in grad_total.items()}
-    return products
+        *products, grad = distributed.mean_over_samples(count, *products, grad_total)
+        return products, grad
+    return distributed.mean_over_samples(count, *products)
 
 
 # probes per vmapped backward pass: more is faster until memory runs out
