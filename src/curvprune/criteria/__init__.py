@@ -1,7 +1,8 @@
 """The criteria registry and `score`: one place that lists every criterion.
 
 `CRITERIA` maps a name to a `Criterion`; the CLI's ``list``, its error messages, the README's
-table and `score` all read it.
+table, `score` / `prune` (per-weight scores) and `curvprune.structured.prune_channels`
+(per-channel scores) all read it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ from curvprune.errors import InvalidArgument
 from curvprune.params import Selector, prunable_weights
 from curvprune.state import preserved
 
+# after `scores`: the channel functions import `curvprune.criteria.scores` themselves
+from curvprune.structured import importance as ch  # noqa: E402  isort: skip
+
 
 @dataclass(frozen=True)
 class Criterion:
@@ -31,6 +35,8 @@ class Criterion:
             the criterion is only structured.
         data_free: needs no data beyond the input shape.
         default_iterations: rounds of score → prune that `prune` runs by default.
+        channel_score: per-channel score function for `prune_channels` (see
+            `curvprune.structured.importance`), or None if the criterion is only unstructured.
     """
 
     name: str
@@ -38,16 +44,15 @@ class Criterion:
     weight_score: Callable | None
     data_free: bool = False
     default_iterations: int = 1
+    channel_score: Callable | None = None
 
     @property
     def options(self) -> tuple[str, ...]:
-        """Keyword options the criterion accepts."""
+        """Keyword options of the per-weight scores (of the channel scores if structured only)."""
         if self.weight_score is None:
-            return ()
-        params = inspect.signature(self.weight_score).parameters.values()
-        named = tuple(p.name for p in params if p.kind is p.KEYWORD_ONLY)
+            return self.channel_options
         if self.weight_score is s.woodfisher_scores:
-            named = (
+            return (
                 "dampening",
                 "block_size",
                 "num_grads",
@@ -55,17 +60,37 @@ class Criterion:
                 "chunk_size",
                 "max_memory",
             )
-        return named
+        return _keyword_only(self.weight_score)
+
+    @property
+    def channel_options(self) -> tuple[str, ...]:
+        """Keyword options of the channel scores (empty if not structured)."""
+        return () if self.channel_score is None else _keyword_only(self.channel_score)
 
     @property
     def unstructured(self) -> bool:
         return self.weight_score is not None
 
+    @property
+    def structured(self) -> bool:
+        return self.channel_score is not None
+
+
+def _keyword_only(fn: Callable) -> tuple[str, ...]:
+    params = inspect.signature(fn).parameters.values()
+    return tuple(p.name for p in params if p.kind is p.KEYWORD_ONLY)
+
 
 CRITERIA: dict[str, Criterion] = {
     c.name: c
     for c in [
-        Criterion("random", "uniform random scores (baseline)", s.random_scores, data_free=True),
+        Criterion(
+            "random",
+            "uniform random scores (baseline)",
+            s.random_scores,
+            data_free=True,
+            channel_score=ch.random_channel,
+        ),
         Criterion("magnitude", "|θ| (baseline)", s.magnitude_scores, data_free=True),
         Criterion("snip", "|θ⊙g|, SNIP connection sensitivity", s.snip_scores),
         Criterion("grasp", "θ⊙(Hg), GraSP gradient-flow preservation", s.grasp_scores),
@@ -76,32 +101,85 @@ CRITERIA: dict[str, Criterion] = {
             data_free=True,
             default_iterations=100,
         ),
-        Criterion("fisher", "½θ²⊙F, OBD with the empirical Fisher diagonal", s.fisher_scores),
-        Criterion("fts", "|θ⊙g + ½θ²⊙F|, Fisher-Taylor sensitivity", s.fts_scores),
+        Criterion(
+            "fisher",
+            "½θ²⊙F, OBD with the empirical Fisher diagonal",
+            s.fisher_scores,
+            channel_score=ch.fisher_channel,
+        ),
+        Criterion(
+            "fts",
+            "|θ⊙g + ½θ²⊙F|, Fisher-Taylor sensitivity",
+            s.fts_scores,
+            channel_score=ch.fts_channel,
+        ),
         Criterion("hp", "½θ²⊙D, OBD with the Hutchinson Hessian diagonal", s.hp_scores),
-        Criterion("hts", "|θ⊙g + ½θ²⊙D|, Hutchinson-Taylor sensitivity", s.hts_scores),
-        Criterion("oba", "|θ⊙(Hθ)|, Optimal Brain Apoptosis", s.oba_scores),
+        Criterion(
+            "hts",
+            "|θ⊙g + ½θ²⊙D|, Hutchinson-Taylor sensitivity",
+            s.hts_scores,
+            channel_score=ch.hts_channel,
+        ),
+        Criterion(
+            "oba",
+            "|θ⊙(Hθ)|, Optimal Brain Apoptosis",
+            s.oba_scores,
+            channel_score=ch.oba_channel,
+        ),
         Criterion(
             "woodfisher",
             "θ²/(2[F⁻¹]qq), WoodFisher block inverse Fisher (OBS update in prune)",
             s.woodfisher_scores,
         ),
+        # structured only: channel scores for prune_channels
+        Criterion(
+            "taylor",
+            "|Σ θ⊙g| over each channel's weights, first-order Taylor (structured only)",
+            None,
+            channel_score=ch.taylor_channel,
+        ),
+        Criterion(
+            "l1",
+            "Σ|θ| over each channel's weights (structured only)",
+            None,
+            data_free=True,
+            channel_score=ch.l1_channel,
+        ),
     ]
 }
 
 
-def get_criterion(name: str) -> Criterion:
-    """The registered criterion, or an error listing the known ones."""
+def get_criterion(name: str, *, structured: bool = False) -> Criterion:
+    """The registered criterion, or an error listing the known ones.
+
+    Args:
+        name: registry key.
+        structured: the caller needs channel scores (`prune_channels`) rather than per-weight
+            scores (`score`, `prune`); a criterion without them is an error that says which
+            function to use instead.
+    """
     if not isinstance(name, str) or name not in CRITERIA:
         raise InvalidArgument(f"unknown criterion {name!r}; known criteria: {', '.join(CRITERIA)}")
-    return CRITERIA[name]
+    crit = CRITERIA[name]
+    if structured and not crit.structured:
+        hint = "; for channels use 'l1', the L1 norm of each channel's weights" * (
+            name == "magnitude"
+        )
+        channel = ", ".join(n for n, c in CRITERIA.items() if c.structured)
+        raise InvalidArgument(
+            f"criterion {name!r} is unstructured only{hint}; structured criteria: {channel}"
+        )
+    if not structured and not crit.unstructured:
+        raise InvalidArgument(f"criterion {name!r} is structured only; use prune_channels")
+    return crit
 
 
-def check_options(criterion: Criterion, options: dict) -> None:
+def check_options(criterion: Criterion, options: dict, *, structured: bool = False) -> None:
     """Reject options the criterion does not take, naming the ones it does."""
-    unknown = sorted(set(options) - set(criterion.options))
+    accepted = criterion.channel_options if structured else criterion.options
+    unknown = sorted(set(options) - set(accepted))
     if unknown:
-        takes = ", ".join(criterion.options) or "no options"
+        takes = ", ".join(accepted) or "no options"
         raise InvalidArgument(
             f"criterion {criterion.name!r} does not take {', '.join(unknown)}; it takes: {takes}"
         )

@@ -1,0 +1,183 @@
+"""Channel criteria: per-weight terms that are summed over each channel's weights.
+
+A channel's weights are every parameter entry that goes when the channel goes: the output rows
+of the convolution or linear layer that makes it (weight and bias), the BatchNorm/LayerNorm
+γ and β that scale it, the input columns of every layer that reads it, and any coupled channel
+of a residual branch or concatenation (one Torch-Pruning dependency group). θ, g, F, D and H are
+taken over *every* trainable parameter, because removing a channel perturbs all of those
+entries at once: H θ is the Hessian times the full parameter vector.
+
+Each function returns a `ChannelTerms`; `curvprune.structured.groups.ChannelImportance` turns
+it into one score per channel of each group (higher = keep). These functions import nothing
+from Torch-Pruning, so the criteria registry can list them cheaply.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor
+
+from curvprune.criteria.scores import with_temperature
+from curvprune.curvature.fisher import empirical_fisher_diag
+from curvprune.curvature.gradient import loss_gradient
+from curvprune.curvature.hessian import _hutchinson, hessian_vector_product
+from curvprune.errors import InvalidArgument
+from curvprune.params import trainable_parameters
+
+#: How a channel's per-weight terms become its score. "layer_abs": Σ over the group's layers of
+#: |Σ over the layer's slice| (OBA); "abs": |Σ over the whole group|; "sum": Σ over the group
+#: (terms already ≥ 0); "random": uniform in [0, 1), no terms.
+REDUCTIONS = ("layer_abs", "abs", "sum", "random")
+
+#: Per-group normalizations: divide a group's scores by their max, mean or sum.
+NORMALIZERS = ("none", "max", "mean", "sum")
+
+
+@dataclass(frozen=True)
+class ChannelTerms:
+    """One pruning step's per-weight terms and the rule that sums them per channel.
+
+    Attributes:
+        per_weight: ``{parameter name: term}`` shaped like each trainable parameter (None for
+            ``random``).
+        reduction: one of `REDUCTIONS`.
+        normalize: one of `NORMALIZERS`, applied to each group's scores.
+        seed: seed of ``random`` scores.
+    """
+
+    per_weight: dict[str, Tensor] | None
+    reduction: str
+    normalize: str = "none"
+    seed: int = 0
+
+
+def check_normalize(normalize: object) -> str:
+    if normalize not in NORMALIZERS:
+        raise InvalidArgument(
+            f"normalize must be one of {', '.join(NORMALIZERS)}, got {normalize!r}"
+        )
+    return normalize
+
+
+def _theta(model) -> dict[str, Tensor]:
+    return {n: p.detach() for n, p in trainable_parameters(model).items()}
+
+
+def oba_channel(model, batches, loss_fn, *, normalize: str = "max") -> ChannelTerms:
+    """OBA: θ ⊙ (Hθ) per weight; score = Σ_layers |Σ_slice θ ⊙ (Hθ)|, / the group's max.
+
+    θ is every trainable parameter, so Hθ holds the cross terms between the removed channel
+    and all other weights. As in the OBA reference code, the absolute value is taken per
+    coupled layer (after summing that layer's slice), the layers are summed, and each group is
+    divided by its largest score (``normalize="max"``). Unlike the reference code, BatchNorm and
+    LayerNorm γ/β slices count as layers too.
+    """
+    check_normalize(normalize)
+    theta = _theta(model)
+    h_theta = hessian_vector_product(model, loss_fn, batches, theta)
+    return ChannelTerms({n: t * h_theta[n] for n, t in theta.items()}, "layer_abs", normalize)
+
+
+def taylor_channel(model, batches, loss_fn, *, normalize: str = "none") -> ChannelTerms:
+    """First-order Taylor: |Σ θ ⊙ g| over all of a channel's weights (Molchanov et al. 2019)."""
+    check_normalize(normalize)
+    theta = _theta(model)
+    g = loss_gradient(model, loss_fn, batches)
+    return ChannelTerms({n: t * g[n] for n, t in theta.items()}, "abs", normalize)
+
+
+def l1_channel(model, batches, loss_fn, *, normalize: str = "none") -> ChannelTerms:
+    """Σ |θ| over all of a channel's weights (the group L1 norm); data-free."""
+    check_normalize(normalize)
+    return ChannelTerms({n: t.abs() for n, t in _theta(model).items()}, "sum", normalize)
+
+
+def fisher_channel(
+    model,
+    batches,
+    loss_fn,
+    *,
+    fisher_batch_size: int = 1,
+    chunk_size: int | None = None,
+    max_memory: int | str | None = None,
+    normalize: str = "none",
+) -> ChannelTerms:
+    """Σ ½ θ² ⊙ F over a channel's weights (OBD with the empirical Fisher diagonal)."""
+    check_normalize(normalize)
+    theta = _theta(model)
+    f = empirical_fisher_diag(
+        model,
+        loss_fn,
+        batches,
+        fisher_batch_size=fisher_batch_size,
+        chunk_size=chunk_size,
+        max_memory=max_memory,
+    )
+    return ChannelTerms({n: 0.5 * t * t * f[n] for n, t in theta.items()}, "sum", normalize)
+
+
+def fts_channel(
+    model,
+    batches,
+    loss_fn,
+    *,
+    fisher_batch_size: int = 1,
+    chunk_size: int | None = None,
+    max_memory: int | str | None = None,
+    normalize: str = "none",
+) -> ChannelTerms:
+    """Σ |θ ⊙ g + ½ θ² ⊙ F| over a channel's weights (FTS per-weight scores, summed)."""
+    check_normalize(normalize)
+    theta = _theta(model)
+    g = loss_gradient(model, loss_fn, batches)
+    f = empirical_fisher_diag(
+        model,
+        loss_fn,
+        batches,
+        fisher_batch_size=fisher_batch_size,
+        chunk_size=chunk_size,
+        max_memory=max_memory,
+    )
+    terms = {n: (t * g[n] + 0.5 * t * t * f[n]).abs() for n, t in theta.items()}
+    return ChannelTerms(terms, "sum", normalize)
+
+
+def hts_channel(
+    model,
+    batches,
+    loss_fn,
+    *,
+    num_probes: int = 10,
+    seed: int = 0,
+    temperature: float = 1.0,
+    normalize: str = "none",
+) -> ChannelTerms:
+    """Σ |θ ⊙ g + ½ θ² ⊙ D| over a channel's weights, D the Hutchinson Hessian diagonal."""
+    check_normalize(normalize)
+    theta = _theta(model)
+    loss_fn = with_temperature(loss_fn, temperature)
+    d, g = _hutchinson(
+        model, loss_fn, batches, num_probes=num_probes, seed=seed, with_gradient=True
+    )
+    terms = {n: (t * g[n] + 0.5 * t * t * d[n]).abs() for n, t in theta.items()}
+    return ChannelTerms(terms, "sum", normalize)
+
+
+def random_channel(model, batches, loss_fn, *, seed: int = 0) -> ChannelTerms:
+    """Uniform random channel scores in [0, 1), reproducible from `seed` and the layer names."""
+    return ChannelTerms(None, "random", "none", int(seed))
+
+
+__all__ = [
+    "NORMALIZERS",
+    "REDUCTIONS",
+    "ChannelTerms",
+    "fisher_channel",
+    "fts_channel",
+    "hts_channel",
+    "l1_channel",
+    "oba_channel",
+    "random_channel",
+    "taylor_channel",
+]
