@@ -81,8 +81,9 @@ def summary_markdown(rows: Sequence[Mapping[str, str]]) -> str:
         "# Sweep summary",
         "",
         f"{first.get('model', '?')} on {first.get('dataset', '?')}; {len(rows)} runs; "
-        f"seeds {', '.join(seeds)}. Test top-1 accuracy (%) after the final epochs, mean ± std "
-        "over seeds; **bold**: best at that sparsity.",
+        f"seeds {', '.join(seeds)}. Test top-1 accuracy (%) after the final epochs"
+        + (", mean ± std over seeds" if len(seeds) > 1 else " (one seed: no spread to show)")
+        + "; **bold**: best at that sparsity.",
         "",
         "| " + " | ".join(columns) + " | " + " | ".join(f"{s:g}" for s in sparsities) + " |",
         "|" + "---|" * (len(columns) + len(sparsities)),
@@ -95,7 +96,8 @@ def summary_markdown(rows: Sequence[Mapping[str, str]]) -> str:
                 cells.append("–")
                 continue
             n = len(groups[key][s])
-            text = f"{100 * mean:.2f} ± {100 * std:.2f}" + (f" (n={n})" if n != len(seeds) else "")
+            text = f"{100 * mean:.2f}" + (f" ± {100 * std:.2f}" if len(seeds) > 1 else "")
+            text += f" (n={n})" if n != len(seeds) else ""
             cells.append(f"**{text}**" if mean >= best[s] - 1e-12 else text)
         lines.append("| " + " | ".join(key) + " | " + " | ".join(cells) + " |")
 
