@@ -96,6 +96,7 @@ BAD_INPUTS = [
     (["train", "--batch-size", "0", "--out", "x"], "--batch-size must be a positive integer"),
     (["prune", "--lr", "0"], "--lr must be > 0"),
     (["prune", "--criterion", "obs"], "valid: random, magnitude, snip"),
+    (["prune", "--criterion", "l1"], "scores channels only"),
     (["prune", "--model", "alexnet"], "valid: mlp, lenet300"),
     (["prune", "--dataset", "svhn"], "valid: digits, mnist"),
     (["prune", "--at", "later"], "valid: init, early, trained, gradual"),

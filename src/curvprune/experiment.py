@@ -254,7 +254,7 @@ class RunConfig:
         if not pruning:
             return self
         _check(0 <= self.sparsity < 1, f"--sparsity must be in [0, 1), got {self.sparsity}")
-        _check_name("--criterion", self.criterion, _criteria())
+        _criterion(self.criterion)
         _check_name("--at", self.at, REGIMES)
         check_scope(self.scope)
         for key in (*_POSITIVE_OPTIONS, "iterations"):
@@ -320,13 +320,21 @@ def _check_name(flag: str, value: str, valid: Mapping | tuple) -> None:
 
 
 def _criteria() -> Mapping[str, Any]:
+    """Criteria with per-weight scores: the ones a run can use (channel-only ones cannot)."""
     from curvprune import CRITERIA
 
-    return CRITERIA
+    return {name: c for name, c in CRITERIA.items() if c.unstructured}
 
 
 def _criterion(name: str) -> Any:
+    from curvprune import CRITERIA
+
     criteria = _criteria()
+    if name in CRITERIA and name not in criteria:
+        raise InvalidArgument(
+            f"criterion {name!r} scores channels only (structured pruning), not single weights; "
+            f"valid here: {', '.join(criteria)}"
+        )
     _check_name("--criterion", name, criteria)
     return criteria[name]
 
@@ -504,15 +512,23 @@ class _Run:
         options = cfg.criterion_options()
         batches = _ProgressBatches(self.score_batches(), f"score {cfg.criterion}", self.progress)
         start = time.perf_counter()
-        result = prune(
-            self.model,
-            cfg.criterion,
-            batches,
-            sparsity=sparsity,
-            scope=cfg.scope,
-            iterations=cfg.iterations,
-            **options,
-        )
+        # Scores see the model in eval mode: BatchNorm uses its running statistics (the
+        # default ones at init unless --bn-warmup re-estimated them, which is the point of
+        # that option), and per-sample Fisher gradients are well defined.
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            result = prune(
+                self.model,
+                cfg.criterion,
+                batches,
+                sparsity=sparsity,
+                scope=cfg.scope,
+                iterations=cfg.iterations,
+                **options,
+            )
+        finally:
+            self.model.train(was_training)
         self.timings["score_s"] += time.perf_counter() - start
         self.log(
             f"  pruned with {cfg.label()} to sparsity {result.sparsity:.4f}"
