@@ -150,3 +150,22 @@ def test_a_sweep_normalizes_instead_of_rejecting():
     assert config.temperature is None and config.prune_after == RunConfig().prune_after
     assert config.run_id() == cfg(criterion="magnitude").run_id()
     torch.testing.assert_close(torch.tensor(config.sparsity), torch.tensor(0.9))
+
+
+def test_scores_use_eval_mode_so_bn_warmup_matters(monkeypatch):
+    """Per-sample Fisher needs eval-mode BatchNorm; warmed-up statistics change the scores."""
+    import curvprune.models
+
+    def bn_mlp(name, *, in_channels, num_classes, image_size):
+        torch.manual_seed(0)
+        return torch.nn.Sequential(
+            torch.nn.Flatten(), torch.nn.Linear(in_channels * image_size**2, 32),
+            torch.nn.BatchNorm1d(32), torch.nn.ReLU(), torch.nn.Linear(32, num_classes),
+        )  # fmt: skip
+
+    monkeypatch.setattr(curvprune.models, "build_model", bn_mlp)
+    plain = run_experiment(cfg(criterion="fisher", sparsity=0.9, epochs=0), quiet=True)
+    warm = run_experiment(cfg(criterion="fisher", sparsity=0.9, epochs=0, bn_warmup=True),
+                          quiet=True)  # fmt: skip
+    assert plain["actual_sparsity"] == pytest.approx(0.9, abs=1e-3)
+    assert plain["layer_density"] != warm["layer_density"]
