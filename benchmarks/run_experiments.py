@@ -170,10 +170,12 @@ def observations(rows: list[dict[str, str]]) -> list[str]:
     lines = []
     for s in sorted({k[0] for k in by}):
         cands = {name: statistics.fmean(v) for (sp, name), v in by.items() if sp == s}
-        best = max(cands, key=cands.get)
+        top = max(cands.values())
+        best = [name for name, acc in cands.items() if acc == top]
         worst = min(cands, key=cands.get)
+        tie = " (tie)" if len(best) > 1 else ""
         lines.append(
-            f"- sparsity {s:g}: best {best} ({100 * cands[best]:.2f}%), "
+            f"- sparsity {s:g}: best {', '.join(best)}{tie} ({100 * top:.2f}%), "
             f"worst {worst} ({100 * cands[worst]:.2f}%)"
         )
     collapsed = sorted(
@@ -208,7 +210,8 @@ def write_doc(doc: Path, runs: Path, full: bool, timings: dict[str, float]) -> N
     ]
     if not full:
         lines += [
-            "**This is a reduced run, sized to finish in about 20 CPU minutes:** one seed "
+            "**This is a reduced run, sized to finish in about 25 minutes on 2 shared cores:** "
+            "one seed "
             "instead of three, fewer sparsities, 1-2 training epochs instead of 20, a 10000-image "
             "training subset for LeNet-5, and a 3-epoch dense checkpoint for the after-training "
             "experiments. Absolute accuracies are therefore far below converged ones and "
@@ -259,8 +262,9 @@ def write_doc(doc: Path, runs: Path, full: bool, timings: dict[str, float]) -> N
         "",
     ]
     for cfg in sorted(CONFIGS.glob("paper_*.yaml")) if CONFIGS.is_dir() else []:
-        first = cfg.read_text(encoding="utf-8").splitlines()[0].lstrip("# ")
-        lines += [f"- `curvprune sweep --config {cfg} --out runs/{cfg.stem}`: {first}"]
+        text = cfg.read_text(encoding="utf-8").splitlines()
+        about = " ".join(line.lstrip("# ") for line in text if line.startswith("#"))
+        lines += [f"- `curvprune sweep --config {cfg} --out runs/{cfg.stem}`: {about}"]
     doc.write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")
     print(f"wrote {doc}")
 

@@ -54,7 +54,7 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
 
 
 def _setting_name(columns: Sequence[str], key: Sequence[str]) -> str:
-    parts = [key[0]] + [f"{c}={v}" for c, v in zip(columns[1:], key[1:], strict=True)]
+    parts = [key[0]] + [f"{c}={v}" for c, v in zip(columns[1:], key[1:], strict=True) if v]
     return " ".join(parts)
 
 
@@ -131,6 +131,11 @@ def summary_markdown(rows: Sequence[Mapping[str, str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _style(index: int) -> str:
+    """Line style that changes each time matplotlib's 10 default colours come round again."""
+    return ("-", "--", ":", "-.")[(index // 10) % 4]
+
+
 def _plot_accuracy(rows: Sequence[Mapping[str, str]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
@@ -139,21 +144,21 @@ def _plot_accuracy(rows: Sequence[Mapping[str, str]], path: Path) -> None:
     # Equal spacing per sparsity: 0.9 ... 0.995 would crowd together on a linear axis.
     position = {s: i for i, s in enumerate(sparsities)}
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for key, by_s in groups.items():
+    for index, (key, by_s) in enumerate(groups.items()):
         xs, means, stds = [], [], []
         for s in sorted(by_s):
             mean, std = _mean_std([_float(r["test_accuracy"]) for r in by_s[s]])
             xs.append(position[s])
             means.append(100 * mean)
             stds.append(100 * std)
-        ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=_setting_name(columns, key))
+        ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, linestyle=_style(index),
+                    label=_setting_name(columns, key))  # fmt: skip
     ax.set_xticks(range(len(sparsities)), [f"{s:g}" for s in sparsities])
     ax.set_xlabel("sparsity (fraction of prunable weights removed)")
     ax.set_ylabel("test top-1 accuracy (%)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -167,13 +172,14 @@ def _plot_layer_density(rows: Sequence[Mapping[str, str]], path: Path) -> None:
         1, len(sparsities), figsize=(4.2 * len(sparsities), 4), sharey=True, squeeze=False
     )
     for ax, s in zip(axes[0], sparsities, strict=True):
-        for key, by_s in groups.items():
+        for index, (key, by_s) in enumerate(groups.items()):
             runs = by_s.get(s, [])
             if not runs:
                 continue
             means = [_mean_std([_float(r.get(c)) for r in runs])[0] for c in layers]
             shown = [max(m, _DENSITY_FLOOR) for m in means]
-            line = ax.plot(range(len(layers)), shown, marker="o", label=_setting_name(columns, key))
+            line = ax.plot(range(len(layers)), shown, marker="o", linestyle=_style(index),
+                           label=_setting_name(columns, key))  # fmt: skip
             collapsed = [i for i, m in enumerate(means) if m == 0]
             ax.plot(
                 collapsed,
@@ -194,9 +200,8 @@ def _plot_layer_density(rows: Sequence[Mapping[str, str]], path: Path) -> None:
         )
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel(f"kept fraction per tensor (x at {_DENSITY_FLOOR:g}: collapsed)")
-    axes[0][-1].legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
 
 
