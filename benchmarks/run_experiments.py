@@ -174,10 +174,8 @@ def observations(rows: list[dict[str, str]]) -> list[str]:
         best = [name for name, acc in cands.items() if acc == top]
         worst = min(cands, key=cands.get)
         tie = " (tie)" if len(best) > 1 else ""
-        lines.append(
-            f"- sparsity {s:g}: best {', '.join(best)}{tie} ({100 * top:.2f}%), "
-            f"worst {worst} ({100 * cands[worst]:.2f}%)"
-        )
+        low = "" if cands[worst] == top else f", worst {worst} ({100 * cands[worst]:.2f}%)"
+        lines.append(f"- sparsity {s:g}: best {', '.join(best)}{tie} ({100 * top:.2f}%){low}")
     collapsed = sorted(
         {(setting(r), float(r["sparsity"]), r["collapsed_layers"]) for r in rows
          if r.get("collapsed_layers")}
