@@ -293,6 +293,20 @@ def _block_convs(model):
     return [m for n, m in model.named_modules() if n.endswith("conv1") and "layer" in n]
 
 
+def _channels(model):
+    """resnet20's prunable channels: three residual streams and nine block-internal widths."""
+    streams = [stage[0].conv2.out_channels for stage in (model.layer1, model.layer2, model.layer3)]
+    return sum(streams) + sum(c.out_channels for c in _block_convs(model))
+
+
+def test_sparsity_is_the_fraction_of_channels_removed():
+    model, batches, x = _resnet20()
+    assert _channels(model) == 448
+    for sparsity in (0.25, 0.5):
+        pruned = prune_channels(model, "random", None, sparsity=sparsity, example_inputs=x)
+        assert _channels(pruned) == int(448 * (1 - sparsity))
+
+
 def test_local_pruning_halves_every_block_and_round_to_rounds():
     model, batches, x = _resnet20()
     local = prune_channels(model, "l1", None, sparsity=0.5, example_inputs=x, global_pruning=False)
