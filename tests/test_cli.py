@@ -89,8 +89,8 @@ def _write_bad_checkpoints(tmp_path):
 
 TRAINED = ["prune", "--at", "trained", "--checkpoint"]
 BAD_INPUTS = [
-    (["prune", "--sparsity", "1.0"], "--sparsity must be in [0, 1)"),
-    (["prune", "--sparsity", "-0.1"], "--sparsity must be in [0, 1)"),
+    (["prune", "--sparsity", "1.0"], "--sparsity must be a number in [0, 1)"),
+    (["prune", "--sparsity", "-0.1"], "--sparsity must be a number in [0, 1)"),
     (["prune", "--sparsity", "lots"], "invalid float value: 'lots'"),
     (["prune", "--epochs", "-1"], "--epochs must be >= 0"),
     (["train", "--batch-size", "0", "--out", "x"], "--batch-size must be a positive integer"),
@@ -114,7 +114,10 @@ BAD_INPUTS = [
     (["sweep", "--config", "{tmp}/bad.yaml", "--out", "{tmp}/s"], "invalid YAML in {tmp}/bad.yaml"),
     (["sweep", "--config", "{tmp}/keys.yaml", "--out", "{tmp}/s"], "unknown key(s) learning_rate"),
     (["sweep", "--config", "{tmp}/none.yaml", "--out", "{tmp}/s"], "sweep config not found"),
-    (["sweep", "--sparsities", "0.5,1.2", "--out", "{tmp}/s"], "--sparsity must be in [0, 1)"),
+    (
+        ["sweep", "--sparsities", "0.5,1.2", "--out", "{tmp}/s"],
+        "--sparsity must be a number in [0, 1)",
+    ),
     (["sweep", "--criteria", "snip"], "sweep needs --out DIR"),
     (["report", "{tmp}/nothing"], "no results.csv in {tmp}/nothing"),
     (["prune", "--train-limit", "-5"], "--train-limit must be positive"),

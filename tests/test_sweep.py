@@ -132,7 +132,7 @@ def test_sweep_appends_rows_and_resumes(tmp_path, fake_runs):
 
 def test_sweep_validates_every_run_first(tmp_path, fake_runs):
     configs = [RunConfig(sparsity=0.5), RunConfig(sparsity=1.5)]
-    with pytest.raises(InvalidArgument, match="--sparsity must be in"):
+    with pytest.raises(InvalidArgument, match="--sparsity must be a number in"):
         run_sweep(configs, tmp_path)
     assert fake_runs == [] and not (tmp_path / "results.csv").exists()
 

@@ -25,7 +25,7 @@ import torch
 from curvprune._version import __version__
 from curvprune.checkpoint import load_checkpoint, save_checkpoint
 from curvprune.errors import CheckpointError, InvalidArgument
-from curvprune.masks import check_scope
+from curvprune.masks import check_scope, check_sparsity
 from curvprune.schedules import gradual_plan
 from curvprune.training import (
     LR_SCHEDULES,
@@ -253,7 +253,7 @@ class RunConfig:
         )
         if not pruning:
             return self
-        _check(0 <= self.sparsity < 1, f"--sparsity must be in [0, 1), got {self.sparsity}")
+        check_sparsity(self.sparsity, "--sparsity")
         _criterion(self.criterion)
         _check_name("--at", self.at, REGIMES)
         check_scope(self.scope)

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from curvprune.errors import InvalidArgument
+from curvprune.masks import check_sparsity
 
 __all__ = ["PruneStep", "gradual_plan", "polynomial_sparsity"]
 
@@ -73,9 +74,8 @@ def gradual_plan(
         InvalidArgument: On sparsities outside [0, 1), ``initial > final``, a negative start,
             ``end < start`` or a non-positive frequency.
     """
-    for flag, value in (("--initial-sparsity", initial_sparsity), ("--sparsity", final_sparsity)):
-        if not 0.0 <= value < 1.0:
-            raise InvalidArgument(f"{flag} must be in [0, 1), got {value}")
+    check_sparsity(initial_sparsity, "--initial-sparsity")
+    check_sparsity(final_sparsity, "--sparsity")
     if initial_sparsity > final_sparsity:
         raise InvalidArgument(
             f"--initial-sparsity ({initial_sparsity}) must not exceed --sparsity ({final_sparsity})"
