@@ -119,7 +119,9 @@ def test_gradual_follows_the_cubic_schedule(prune_calls):
 
 def test_same_seed_same_result():
     config = cfg(criterion="hp", sparsity=0.9, epochs=1, num_probes=2)
+    threads = torch.get_num_threads()
     first, second = run_experiment(config, quiet=True), run_experiment(config, quiet=True)
+    assert torch.get_num_threads() == threads  # --threads 1 applied to the runs only
     for key in ("test_accuracy", "accuracy_at_prune", "layer_density", "test_loss"):
         assert first[key] == second[key]
 

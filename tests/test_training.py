@@ -19,8 +19,6 @@ from curvprune.training import (
     seed_everything,
 )
 
-torch.set_num_threads(1)  # tiny models: one thread is fastest and keeps runs bit-identical
-
 
 class Batches:
     """Re-iterable fixed batches with len() and set_epoch(), like a DataBundle's train."""

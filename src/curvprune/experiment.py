@@ -9,6 +9,7 @@ return a JSON-ready dict and, given ``out_dir``, write it to ``out_dir/result.js
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -555,6 +556,21 @@ def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def _restores_threads(fn: Callable) -> Callable:
+    """``--threads`` applies to one run: give the caller its thread count back afterwards."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        threads = torch.get_num_threads()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            torch.set_num_threads(threads)
+
+    return wrapper
+
+
+@_restores_threads
 def run_experiment(
     cfg: RunConfig,
     *,
@@ -674,6 +690,7 @@ def run_experiment(
     return result
 
 
+@_restores_threads
 def train_dense(
     cfg: RunConfig,
     *,
