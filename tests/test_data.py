@@ -219,6 +219,7 @@ def test_lookup_order(tmp_path, monkeypatch):
     assert load_data("mnist", given).num_train == 10  # parent of mnist/
     assert load_data("mnist", given / "mnist").num_train == 10  # the dataset folder itself
     assert load_data("mnist").num_train == 12
+    (tmp_path / "empty").mkdir()  # an existing folder without the files: lookup goes on
     assert load_data("mnist", tmp_path / "empty").num_train == 12
     monkeypatch.delenv("CURVPRUNE_DATA")
     assert load_data("mnist").num_train == 14
@@ -226,6 +227,7 @@ def test_lookup_order(tmp_path, monkeypatch):
 
 def test_missing_files_name_every_place_looked(tmp_path, monkeypatch):
     monkeypatch.setenv("CURVPRUNE_DATA", str(tmp_path / "env"))
+    (tmp_path / "mine").mkdir()
     with pytest.raises(DataError) as err:
         load_data("mnist", tmp_path / "mine")
     message = str(err.value)
@@ -534,3 +536,10 @@ def test_real_fashion_mnist_from_debian_package():
     assert x.shape == (10000, 1, 28, 28)
     assert torch.bincount(y).tolist() == [1000] * 10
     assert abs(x.mean().item()) < 0.05 and abs(x.std().item() - 1) < 0.05
+
+
+def test_a_data_dir_that_does_not_exist_is_an_error_not_a_fallback(tmp_path):
+    from curvprune.data import files
+
+    with pytest.raises(DataError, match="does not exist"):
+        files.find_files("fashion-mnist", tmp_path / "typo")

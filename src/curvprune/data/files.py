@@ -110,6 +110,9 @@ def find_files(name: str, data_dir: str | os.PathLike | None = None) -> Found:
         DataError: Nothing complete was found; the message lists every folder looked in and,
             for folders holding some of the files, which ones are missing.
     """
+    if data_dir is not None and not Path(data_dir).expanduser().exists():
+        # a typo must not silently fall through to another copy of the data
+        raise DataError(f"data_dir {str(data_dir)!r} does not exist (dataset {name!r})")
     looked: list[str] = []
     seen: set[Path] = set()
     for base in candidate_dirs(name, data_dir):
@@ -137,5 +140,6 @@ def not_found_message(name: str, looked: list[str]) -> str:
     inside = f" (and inside each: {', '.join(subs)})" if subs else ""
     return (
         f"dataset {name!r} not found: need {need}; looked in: {', '.join(looked)}{inside}. "
-        f"Pass data_dir=..., set ${ENV_VAR}, or put the files in {default_cache_dir(name)}"
+        f"Pass data_dir=... (--data-dir on the command line), set ${ENV_VAR}, or put the "
+        f"files in {default_cache_dir(name)}"
     )
