@@ -202,3 +202,26 @@ def test_bad_sizes_are_rejected(field, value):
     sizes = {"in_channels": 1, "num_classes": 10, "image_size": 28, field: value}
     with pytest.raises(InvalidArgument, match=field):
         build_model("lenet300", **sizes)
+
+
+def test_cli_accepts_torchvision_names(tmp_path):
+    """`--model torchvision:NAME` reaches build_model instead of failing the registry check."""
+    from curvprune.cli import main
+
+    out = tmp_path / "run"
+    argv = [
+        "train",
+        "--model",
+        "torchvision:resnet18",
+        "--dataset",
+        "digits",
+        "--epochs",
+        "0",
+        "--threads",
+        "1",
+        "--quiet",
+        "--out",
+        str(out),
+    ]
+    assert main(argv) == 0
+    assert (out / "result.json").is_file()
