@@ -226,6 +226,29 @@ def woodfisher_blocks(
     return scores, blocks, diag
 
 
-def woodfisher_scores(model, weights, batches, loss_fn, **options):
+def woodfisher_scores(
+    model,
+    weights,
+    batches,
+    loss_fn,
+    *,
+    dampening=DEFAULT_DAMPENING,
+    block_size=DEFAULT_BLOCK_SIZE,
+    num_grads=None,
+    fisher_batch_size=1,
+    chunk_size=None,
+    max_memory=None,
+):
     """θ_q² / (2 [F⁻¹]_qq), F = λI + (1/N) Σ g gᵀ per block (WoodFisher)."""
-    return woodfisher_blocks(model, weights, batches, loss_fn, **options)[0]
+    return woodfisher_blocks(
+        model,
+        weights,
+        batches,
+        loss_fn,
+        dampening=dampening,
+        block_size=block_size,
+        num_grads=num_grads,
+        fisher_batch_size=fisher_batch_size,
+        chunk_size=chunk_size,
+        max_memory=max_memory,
+    )[0]
