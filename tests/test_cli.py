@@ -121,6 +121,10 @@ BAD_INPUTS = [
     (["sweep", "--criteria", "snip"], "sweep needs --out DIR"),
     (["report", "{tmp}/nothing"], "no results.csv in {tmp}/nothing"),
     (["prune", "--train-limit", "-5"], "--train-limit must be positive"),
+    (["prune", "--criterion", "fisher", "--chunk-size", "0"], "--chunk-size must be > 0"),
+    (["prune", "--criterion", "fts", "--max-memory", "lots"], "--max-memory 'lots' is not a size"),
+    (["prune", "--criterion", "snip", "--max-memory", "8GiB"], "does not apply to criterion snip"),
+    (["prune", "--batch-size", "64", "--device", "tpu"], "unknown --device 'tpu'"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
 ]
 

@@ -53,6 +53,8 @@ def check_result(result, config):
     assert set(result["layer_density"]) == {"1.weight", "3.weight", "5.weight"}
     assert result["timings"]["score_s"] >= 0 and result["timings"]["train_s"] >= 0
     assert result["config"] == config.to_dict()
+    assert result["peak_memory_mb"] > 0 and result["world_size"] == 1
+    assert result["precision"] == "float32" and result["backend"] is None
 
 
 def test_init_runs_bn_warmup_before_scoring(monkeypatch, prune_calls):
@@ -171,3 +173,27 @@ def test_scores_use_eval_mode_so_bn_warmup_matters(monkeypatch):
                           quiet=True)  # fmt: skip
     assert plain["actual_sparsity"] == pytest.approx(0.9, abs=1e-3)
     assert plain["layer_density"] != warm["layer_density"]
+
+
+def test_memory_options_reach_the_criterion_but_not_the_run_id(monkeypatch):
+    seen = {}
+    real = curvprune.prune
+
+    def recording(model, criterion, batches, **kwargs):
+        seen.update(kwargs)
+        return real(model, criterion, batches, **kwargs)
+
+    monkeypatch.setattr(curvprune, "prune", recording)
+    config = cfg(criterion="fisher", sparsity=0.5, epochs=0, chunk_size=16, max_memory="1GiB")
+    result = run_experiment(config, quiet=True)
+    assert seen["chunk_size"] == 16 and seen["max_memory"] == "1GiB"
+    # Chunking bounds memory; the scores stay the same, so the run is the same run.
+    assert result["label"] == "fisher"
+    assert config.run_id() == cfg(criterion="fisher", sparsity=0.5, epochs=0).run_id()
+    assert cfg(criterion="snip", chunk_size=16).normalized().chunk_size is None
+
+
+def test_woodfisher_refuses_what_does_not_fit_the_memory_budget():
+    config = cfg(criterion="woodfisher", sparsity=0.5, epochs=0, max_memory="1MiB")
+    with pytest.raises(InvalidArgument, match=r"WoodFisher needs about .* GiB budget"):
+        run_experiment(config, quiet=True)

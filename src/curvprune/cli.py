@@ -4,6 +4,11 @@ Every user error exits with status 2 and one line on stderr (``curvprune: error:
 a traceback: `CurvpruneError` from anywhere in the library, argparse's own errors, and OS errors
 on the user's paths. Anything else is a bug and keeps its traceback.
 
+Under ``torchrun`` (``RANK``, ``WORLD_SIZE``, ... in the environment) ``train``, ``prune`` and
+``sweep`` join the process group for the command's duration (`curvprune.launch`); only rank 0
+prints results. Errors that every rank would raise alike (bad options) print on rank 0 only;
+errors raised while the ranks run together print on each rank that raises them, tagged.
+
 Run options are parsed with ``argparse.SUPPRESS`` defaults, so the namespace holds only the
 flags the user typed; defaults live in one place, `RunConfig`, and a sweep's YAML file sits
 between the two (defaults < file < command line).
@@ -18,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from curvprune import launch
 from curvprune._version import __version__
 from curvprune.errors import CurvpruneError, InvalidArgument
 
@@ -166,6 +172,18 @@ def _add_run_options(p: argparse.ArgumentParser, *, pruning: bool) -> None:
     g.add_argument(
         "--iterations", type=int, help="prune in this many rounds (any criterion; synflow: 100)"
     )
+    g.add_argument(
+        "--chunk-size",
+        type=int,
+        help="samples per per-sample-gradient pass (fisher, fts, woodfisher; default: all of "
+        "a batch, or what fits --max-memory)",
+    )
+    g.add_argument(
+        "--max-memory",
+        metavar="SIZE",
+        help="memory budget such as 8GiB: chooses --chunk-size; WoodFisher refuses, with its "
+        "estimate, what would not fit (fisher, fts, woodfisher; default: no chunking)",
+    )
 
 
 def _add_output_options(p: argparse.ArgumentParser, *, out_required: bool) -> None:
@@ -183,7 +201,9 @@ class _Parser(argparse.ArgumentParser):
     """An ArgumentParser whose usage errors are one line on stderr, like every other error."""
 
     def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        # Every rank parses the same arguments: one copy of the message is enough.
+        text = f"{self.prog}: error: {message} (see {self.prog} --help)\n"
+        self.exit(2, text if launch.env_rank() == 0 else None)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -271,15 +291,18 @@ def _cmd_list(args: argparse.Namespace) -> None:
 def _cmd_train(args: argparse.Namespace) -> None:
     from curvprune.experiment import RunConfig, train_dense
 
-    cfg = RunConfig.from_dict(_run_options(args))
+    cfg = RunConfig.from_dict(_run_options(args)).validate(pruning=False)
     quiet = getattr(args, "quiet", False)
-    result = train_dense(
-        cfg,
-        out_dir=args.out,
-        quiet=quiet,
-        tensorboard=getattr(args, "tensorboard", None),
-        log=_log(quiet),
-    )
+    with launch.process_group(cfg.device):
+        result = train_dense(
+            cfg,
+            out_dir=args.out,
+            quiet=quiet,
+            tensorboard=getattr(args, "tensorboard", None),
+            log=_log(quiet),
+        )
+        if not launch.is_main():
+            return
     print(
         f"{cfg.model} on {cfg.dataset}: test accuracy {result['test_accuracy']:.4f} after "
         f"{cfg.epochs:g} epochs; wrote {Path(args.out) / 'model.safetensors'}"
@@ -289,17 +312,20 @@ def _cmd_train(args: argparse.Namespace) -> None:
 def _cmd_prune(args: argparse.Namespace) -> None:
     from curvprune.experiment import RunConfig, run_experiment
 
-    cfg = RunConfig.from_dict(_run_options(args))
+    cfg = RunConfig.from_dict(_run_options(args)).validate()
     quiet = getattr(args, "quiet", False)
     out = getattr(args, "out", None)
-    r = run_experiment(
-        cfg,
-        out_dir=out,
-        save_model=out is not None,
-        quiet=quiet,
-        tensorboard=getattr(args, "tensorboard", None),
-        log=_log(quiet),
-    )
+    with launch.process_group(cfg.device):
+        r = run_experiment(
+            cfg,
+            out_dir=out,
+            save_model=out is not None,
+            quiet=quiet,
+            tensorboard=getattr(args, "tensorboard", None),
+            log=_log(quiet),
+        )
+        if not launch.is_main():
+            return
     print(
         f"{r['label']} at {r['at']}, sparsity {r['actual_sparsity']:.4f}: test accuracy "
         f"{r['test_accuracy']:.4f} (at prune {r['accuracy_at_prune']:.4f}); "
@@ -333,9 +359,14 @@ def _cmd_sweep(args: argparse.Namespace) -> None:
         raise InvalidArgument("sweep needs --out DIR (or out: DIR in the --config file)")
     quiet = bool(cli.get("quiet", spec.get("quiet", False)))
     configs = expand_grid(spec)
-    counts = run_sweep(
-        configs, out, quiet=quiet, log=_log(quiet), tensorboard=cli.get("tensorboard")
-    )
+    for cfg in configs:
+        cfg.validate(strict=False)
+    with launch.process_group(_one_device(configs)):
+        counts = run_sweep(
+            configs, out, quiet=quiet, log=_log(quiet), tensorboard=cli.get("tensorboard")
+        )
+        if not launch.is_main():
+            return
     summary = build_report(out)
     print(summary, end="")
     print(
@@ -344,10 +375,31 @@ def _cmd_sweep(args: argparse.Namespace) -> None:
     )
 
 
+def _one_device(configs: Sequence[Any]) -> str:
+    """The device of a sweep's runs; under torchrun they must share one process group."""
+    from curvprune.training import resolve_device
+
+    kinds = {resolve_device(c.device).type for c in configs}
+    if len(kinds) > 1 and launch.torchrun_env() is not None:
+        raise InvalidArgument(
+            f"a sweep under torchrun runs on one kind of device, got {', '.join(sorted(kinds))}"
+        )
+    return configs[0].device if configs else "auto"
+
+
 def _cmd_report(args: argparse.Namespace) -> None:
     from curvprune.report import build_report
 
     print(build_report(args.dir), end="")
+
+
+def _print_error(err: Exception) -> None:
+    """One line on stderr; on ranks other than 0 only for errors raised inside the group."""
+    rank = getattr(err, "rank", None)
+    if rank:
+        print(f"curvprune: error: [rank {rank}] {err}", file=sys.stderr)
+    elif launch.env_rank() == 0:
+        print(f"curvprune: error: {err}", file=sys.stderr)
 
 
 _COMMANDS = {
@@ -368,14 +420,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        if args.command in ("list", "report") and launch.env_rank() != 0:
+            return 0  # under torchrun: rank 0 answers alone
         _COMMANDS[args.command](args)
     except SystemExit as exit_:  # argparse: --help (0) and usage errors (2)
         return exit_.code if isinstance(exit_.code, int) else 2
-    except CurvpruneError as err:
-        print(f"curvprune: error: {err}", file=sys.stderr)
-        return 2
-    except OSError as err:  # the user's paths: an unwritable --out, a directory given as a file
-        print(f"curvprune: error: {err}", file=sys.stderr)
+    except (CurvpruneError, OSError) as err:
+        # OSError: the user's paths, e.g. an unwritable --out or a directory given as a file.
+        _print_error(err)
         return 2
     except KeyboardInterrupt:
         print("curvprune: interrupted", file=sys.stderr)

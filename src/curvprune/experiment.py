@@ -23,14 +23,17 @@ from typing import Any
 
 import torch
 
+from curvprune import distributed, launch
 from curvprune._version import __version__
 from curvprune.checkpoint import load_checkpoint, save_checkpoint
 from curvprune.errors import CheckpointError, InvalidArgument
 from curvprune.masks import check_scope, check_sparsity
+from curvprune.memory import parse_memory, peak_memory_bytes
 from curvprune.schedules import gradual_plan
 from curvprune.training import (
     LR_SCHEDULES,
     Trainer,
+    autocast_dtype,
     evaluate,
     open_tensorboard,
     progress_bar,
@@ -65,8 +68,20 @@ CRITERION_OPTIONS = (
     "fisher_batch_size",
     "normalize",
     "add_magnitude",
+    "chunk_size",
+    "max_memory",
 )
-_POSITIVE_OPTIONS = CRITERION_OPTIONS[:6]
+_POSITIVE_OPTIONS = (
+    "num_probes",
+    "temperature",
+    "dampening",
+    "block_size",
+    "num_grads",
+    "fisher_batch_size",
+    "chunk_size",
+)
+#: Criterion options that bound memory but leave the scores unchanged: not in labels or ids.
+_MEMORY_OPTIONS = ("chunk_size", "max_memory")
 
 #: Options that only some regimes read. A single run rejects them elsewhere; a sweep resets
 #: them to their defaults so that runs differing only in an unused option share one run id.
@@ -82,7 +97,7 @@ _REGIME_FIELDS: dict[str, tuple[str, ...]] = {
 }
 
 #: Fields that say where or how a run executes, not what it computes.
-_NOT_IN_RUN_ID = ("data_dir", "device", "download", "threads")
+_NOT_IN_RUN_ID = ("data_dir", "device", "download", "threads", *_MEMORY_OPTIONS)
 
 
 @dataclass(frozen=True)
@@ -132,6 +147,8 @@ class RunConfig:
     fisher_batch_size: int | None = None
     normalize: str | None = None
     add_magnitude: bool | None = None
+    chunk_size: int | None = None
+    max_memory: str | None = None
     iterations: int | None = None
 
     @classmethod
@@ -179,7 +196,8 @@ class RunConfig:
 
     def label(self) -> str:
         """Criterion name plus its explicitly set options, e.g. ``hp[temperature=200]``."""
-        opts = {k: v for k, v in self.criterion_options().items() if k != "seed"}
+        hidden = ("seed", *_MEMORY_OPTIONS)
+        opts = {k: v for k, v in self.criterion_options().items() if k not in hidden}
         if self.iterations is not None:
             opts["iterations"] = self.iterations
         if not opts:
@@ -221,7 +239,8 @@ class RunConfig:
         from curvprune.data import DATASETS
         from curvprune.models import MODELS
 
-        _check_name("--model", self.model, MODELS)
+        if not self.model.startswith(("torchvision:", "timm:")):  # build_model checks those
+            _check_name("--model", self.model, MODELS)
         _check_name("--dataset", self.dataset, DATASETS)
         _check_name("--lr-schedule", self.lr_schedule, LR_SCHEDULES)
         resolve_device(self.device)
@@ -262,6 +281,14 @@ class RunConfig:
             value = getattr(self, key)
             if value is not None:
                 _check(value > 0, f"--{_flag(key)} must be > 0, got {value}")
+        if self.max_memory is not None:
+            try:
+                parse_memory(self.max_memory)
+            except InvalidArgument:
+                raise InvalidArgument(
+                    f"--max-memory {self.max_memory!r} is not a size such as 8GiB, 512MB or "
+                    "2000000000 (bytes)"
+                ) from None
         if strict:
             self._check_applicable()
         needs_file = self.at in ("trained", "gradual") and self.checkpoint is not None
@@ -395,30 +422,34 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     os.replace(tmp, path)
 
 
-class _ProgressBatches:
-    """Re-iterable view of scoring batches that shows a fresh bar on each pass."""
+class _ProgressBatches(list):
+    """Scoring batches that show a fresh progress bar on each pass.
+
+    A list, so that criteria see a sized sequence (WoodFisher's memory check counts its
+    samples up front).
+    """
 
     def __init__(self, batches: list, desc: str, enabled: bool) -> None:
-        self._batches = batches
+        super().__init__(batches)
         self._desc = desc
         self._enabled = enabled
-
-    def __len__(self) -> int:
-        return len(self._batches)
-
-    def __getitem__(self, index: int) -> Any:
-        return self._batches[index]
 
     def __iter__(self):
         return iter(
             progress_bar(
-                self._batches, total=len(self._batches), desc=self._desc, enabled=self._enabled
+                super().__iter__(), total=len(self), desc=self._desc, enabled=self._enabled
             )
         )
 
 
 class _Run:
-    """State shared by the steps of one run: data, model, device, timers, logging."""
+    """State shared by the steps of one run: data, model, device, timers, logging.
+
+    Under a `torch.distributed` process group of K ranks, each rank loads a disjoint shard of
+    the training set (``batch_size / K`` samples per step, so ``--batch-size`` is the global
+    batch), takes every K-th scoring batch and every K-th test sample, and trains through
+    `DistributedDataParallel`; only rank 0 logs, shows progress bars and writes files.
+    """
 
     def __init__(
         self, cfg: RunConfig, *, quiet: bool, tensorboard: str | None, log: Callable | None
@@ -427,9 +458,22 @@ class _Run:
         from curvprune.models import build_model
 
         self.cfg = cfg
-        self.progress = not quiet
-        self.log = log or ((lambda msg: None) if quiet else _stderr)
-        self.device = resolve_device(cfg.device)
+        self.rank, self.world = distributed.rank(), distributed.world_size()
+        self.main = self.rank == 0
+        self.progress = not quiet and self.main
+        if not self.main:
+            self.log = lambda msg: None
+        else:
+            self.log = log or ((lambda msg: None) if quiet else _stderr)
+        _check(
+            cfg.batch_size % self.world == 0,
+            f"--batch-size {cfg.batch_size} is the global batch and must be a multiple of the "
+            f"{self.world} ranks",
+        )
+        self.device = launch.run_device(cfg.device)
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        self.autocast = autocast_dtype(self.device)
         if cfg.threads is not None:
             # Small models run many times faster on one thread when cores are shared.
             torch.set_num_threads(cfg.threads)
@@ -437,12 +481,16 @@ class _Run:
         self.data = load_data(
             cfg.dataset,
             cfg.data_dir,
-            batch_size=cfg.batch_size,
+            batch_size=cfg.batch_size // self.world,
+            eval_batch_size=cfg.batch_size,
             seed=cfg.seed,
             augment=cfg.augment,
             download=cfg.download,
             train_limit=cfg.train_limit,
+            rank=self.rank,
+            world_size=self.world,
         )
+        self.test = launch.shard_eval(self.data.test)
         info = self.data.info
         torch.manual_seed(cfg.seed)
         self.model = build_model(
@@ -451,14 +499,21 @@ class _Run:
             num_classes=info.num_classes,
             image_size=info.image_size,
         ).to(self.device)
-        self.writer = open_tensorboard(tensorboard) if tensorboard else None
+        self.writer = open_tensorboard(tensorboard) if tensorboard and self.main else None
         self.timings = {"score_s": 0.0, "train_s": 0.0, "pretrain_s": 0.0, "eval_s": 0.0}
         self._score_batches: list | None = None
+        self._wrapped: tuple[torch.nn.Module, torch.nn.Module] | None = None
+
+    def training_model(self) -> torch.nn.Module:
+        """The model as the training loop sees it: DDP-wrapped (once per model) with ranks."""
+        if self._wrapped is None or self._wrapped[0] is not self.model:
+            self._wrapped = (self.model, launch.ddp(self.model, self.device))
+        return self._wrapped[1]
 
     def trainer(self, epochs: float, tag: str = "train") -> Trainer:
         cfg = self.cfg
         return Trainer(
-            self.model,
+            self.training_model(),
             self.data.train,
             epochs=epochs,
             lr=cfg.lr,
@@ -471,21 +526,31 @@ class _Run:
             progress=self.progress,
             writer=self.writer,
             tag=tag,
+            autocast=self.autocast,
         )
 
     def train(self, trainer: Trainer, until: float | None = None, key: str = "train_s") -> None:
         start = time.perf_counter()
         stats = trainer.train_until(until) if until is not None else trainer.train_all()
+        # Ranks end with BatchNorm statistics from their own last batch: take rank 0's.
+        launch.sync_buffers(self.model)
         self.timings[key] += time.perf_counter() - start
         if stats["steps"]:
+            loss, accuracy = _over_ranks(stats)
             self.log(
-                f"  {trainer.tag} to epoch {trainer.epoch:g}: loss {stats['loss']:.4f}, "
-                f"train accuracy {stats['accuracy']:.4f}"
+                f"  {trainer.tag} to epoch {trainer.epoch:g}: loss {loss:.4f}, "
+                f"train accuracy {accuracy:.4f}"
             )
 
     def evaluate(self, what: str) -> float:
         start = time.perf_counter()
-        result = evaluate(self.model, self.data.test, device=self.device, progress=self.progress)
+        result = evaluate(
+            self.model,
+            self.test,
+            device=self.device,
+            progress=self.progress,
+            autocast=self.autocast,
+        )
         self.timings["eval_s"] += time.perf_counter() - start
         self.log(f"  test accuracy {what}: {result.accuracy:.4f}")
         if self.writer is not None:
@@ -494,11 +559,27 @@ class _Run:
         return result.accuracy
 
     def score_batches(self) -> list:
+        """This rank's scoring batches: every K-th of the single-process list, from the r-th."""
         if self._score_batches is None:
+            cfg = self.cfg
             # Capped so that the default also works with --train-limit or a tiny dataset.
-            samples = min(self.cfg.score_samples, self.data.num_train)
-            batches = self.data.scoring_batches(samples, self.cfg.batch_size)
-            self._score_batches = [(x.to(self.device), y.to(self.device)) for x, y in batches]
+            samples = min(cfg.score_samples, self.data.num_train)
+            batches = self.data.scoring_batches(samples, cfg.batch_size)
+            _check(
+                len(batches) >= self.world,
+                f"--score-samples {samples} at --batch-size {cfg.batch_size} gives "
+                f"{len(batches)} scoring batch(es), fewer than the {self.world} ranks; raise "
+                "--score-samples or lower --batch-size",
+            )
+            fbs = cfg.fisher_batch_size
+            if self.world > 1 and fbs and cfg.batch_size % fbs:
+                self.log(
+                    f"  note: --fisher-batch-size {fbs} does not divide --batch-size "
+                    f"{cfg.batch_size}, so with {self.world} ranks the Fisher's groups of {fbs} "
+                    "samples differ from one process's (see docs/distributed.md)"
+                )
+            mine = batches[self.rank :: self.world]
+            self._score_batches = [(x.to(self.device), y.to(self.device)) for x, y in mine]
         return self._score_batches
 
     def bn_warmup(self) -> None:
@@ -515,7 +596,8 @@ class _Run:
         start = time.perf_counter()
         # Scores see the model in eval mode: BatchNorm uses its running statistics (the
         # default ones at init unless --bn-warmup re-estimated them, which is the point of
-        # that option), and per-sample Fisher gradients are well defined.
+        # that option), and per-sample Fisher gradients are well defined. No autocast:
+        # curvature is computed in float32.
         was_training = self.model.training
         self.model.eval()
         try:
@@ -550,6 +632,26 @@ class _Run:
         else:
             return None
         return self.evaluate("dense")
+
+    def execution(self) -> dict[str, Any]:
+        """Where and how the run executed: result.json fields, equal on every rank."""
+        peak = launch.max_over_ranks(peak_memory_bytes(self.device))
+        return {
+            "device": str(self.device),
+            "world_size": self.world,
+            "backend": launch.backend(),
+            "precision": "bf16-mixed" if self.autocast is not None else "float32",
+            "peak_memory_mb": round(peak / 2**20, 1),
+        }
+
+
+def _over_ranks(stats: Mapping[str, float]) -> tuple[float, float]:
+    """Training loss and accuracy of one `Trainer.train_until` call over every rank's samples."""
+    n = stats["samples"]
+    sums = {"v": torch.tensor([stats["loss"] * n, stats["accuracy"] * n, n], dtype=torch.float64)}
+    distributed.sum_dicts(sums)
+    loss_sum, correct, seen = sums["v"].tolist()
+    return loss_sum / max(seen, 1), correct / max(seen, 1)
 
 
 def _stderr(message: str) -> None:
@@ -590,6 +692,11 @@ def run_experiment(
     (optionally from a checkpoint) prunes on the cubic schedule while training, then trains
     ``epochs`` more. ``accuracy_at_prune`` is measured once the target sparsity is reached,
     ``test_accuracy`` after the final ``epochs``.
+
+    Under an initialized `torch.distributed` process group (``torchrun``), every rank calls
+    this with the same ``cfg``: training is data-parallel, scores and masks are identical on
+    all ranks, evaluation covers the whole test set, and only rank 0 logs and writes
+    ``out_dir``. Every rank returns the same dict.
 
     Args:
         cfg: The run's options.
@@ -641,6 +748,7 @@ def run_experiment(
     run.train(trainer)
     # With --epochs 0 the model is unchanged since the last evaluation: don't evaluate twice.
     test_accuracy = run.evaluate("final") if trainer.step > steps_before else accuracy_at_prune
+    launch.check_same_on_all_ranks(run.model)
     report = sparsity_report(run.model)
     actual, layer_density, collapsed = report.sparsity, report.layer_density, report.collapsed
     run.timings["total_s"] = time.perf_counter() - wall
@@ -671,7 +779,7 @@ def run_experiment(
         "collapsed_layers": list(collapsed),
         "layer_density": {k: float(v) for k, v in layer_density.items()},
         "timings": {k: round(v, 4) for k, v in run.timings.items()},
-        "device": str(run.device),
+        **run.execution(),
         "versions": {"curvprune": __version__, "torch": torch.__version__},
         "config": cfg.to_dict(),
     }
@@ -679,7 +787,7 @@ def run_experiment(
         f"  done: test accuracy {test_accuracy:.4f} at sparsity {actual:.4f} "
         f"(score {run.timings['score_s']:.2f} s, train {run.timings['train_s']:.2f} s)"
     )
-    if out_dir is not None:
+    if out_dir is not None and run.main:
         if save_model:
             save_checkpoint(
                 run.model,
@@ -723,11 +831,11 @@ def train_dense(
         "test_loss": run.last_loss,
         "num_params": sum(p.numel() for p in run.model.parameters()),
         "timings": {k: round(v, 4) for k, v in run.timings.items()},
-        "device": str(run.device),
+        **run.execution(),
         "versions": {"curvprune": __version__, "torch": torch.__version__},
         "config": cfg.to_dict(),
     }
-    if out_dir is not None:
+    if out_dir is not None and run.main:
         save_checkpoint(
             run.model, Path(out_dir) / "model.safetensors", metadata=_checkpoint_metadata(cfg, run)
         )

@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from curvprune import launch
 from curvprune.errors import InvalidArgument
 from curvprune.experiment import RunConfig, atomic_write_text, coerce, run_experiment
 
@@ -178,6 +179,10 @@ def run_sweep(
     All configs are validated before the first run starts, so a typo fails at once rather
     than an hour in. Runs are not strict: options a run ignores were reset by `expand_grid`.
 
+    Under a `torch.distributed` process group every rank calls this with the same configs and
+    each run uses all ranks (see `run_experiment`); rank 0 decides which runs to skip or
+    recover, tells the others, and alone writes files and logs.
+
     Args:
         configs: The runs, e.g. from `expand_grid`.
         out_dir: The sweep directory.
@@ -189,20 +194,27 @@ def run_sweep(
         Counts ``{"total", "done", "skipped", "recovered"}``.
     """
     out_dir = Path(out_dir)
-    log = log or (lambda msg: None)
+    main = launch.is_main()
+    log = (log or (lambda msg: None)) if main else (lambda msg: None)
     for cfg in configs:
         cfg.validate(strict=False)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    finished = {row.get("run_id") for row in read_results(out_dir)}
+    if main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    finished = {row.get("run_id") for row in read_results(out_dir)} if main else set()
     counts = {"total": len(configs), "done": 0, "skipped": 0, "recovered": 0}
     for index, cfg in enumerate(configs, start=1):
         run_id = cfg.run_id()
-        if run_id in finished:
+        result_path = out_dir / "runs" / run_id / "result.json"
+        result = None
+        if main:
+            result = _read_result(result_path) if run_id not in finished else None
+            action = "skip" if run_id in finished else "recover" if result else "run"
+        # Rank 0 alone reads the directory; every rank must take part in the same runs.
+        action = launch.broadcast_object(action if main else None)
+        if action == "skip":
             counts["skipped"] += 1
             continue
-        result_path = out_dir / "runs" / run_id / "result.json"
-        result = _read_result(result_path)
-        if result is not None:
+        if action == "recover":
             counts["recovered"] += 1
             log(f"[{index}/{len(configs)}] {run_id}: recovered from {result_path}")
         else:
@@ -221,7 +233,8 @@ def run_sweep(
                 f"{result['test_accuracy']:.4f} at sparsity {result['actual_sparsity']:.4f} "
                 f"({time.perf_counter() - start:.1f} s)"
             )
-        _append_row(out_dir, result_row(result))
+        if main:
+            _append_row(out_dir, result_row(result))
         finished.add(run_id)
     return counts
 

@@ -10,6 +10,7 @@ the middle of training (the ``early`` and ``gradual`` regimes).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import sys
@@ -21,12 +22,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from curvprune import distributed
 from curvprune.errors import InvalidArgument
 
 __all__ = [
     "LR_SCHEDULES",
     "EvalResult",
     "Trainer",
+    "autocast_dtype",
     "evaluate",
     "open_tensorboard",
     "progress_bar",
@@ -113,11 +116,19 @@ def evaluate(
     device: torch.device | str = "cpu",
     progress: bool = False,
     desc: str = "eval",
+    autocast: torch.dtype | None = None,
 ) -> EvalResult:
     """Top-1 accuracy and mean loss of ``model`` in eval mode; the previous mode is restored.
 
+    Under an initialized `torch.distributed` process group each rank passes its own share of
+    the data and every rank gets the result over all of them (correct, loss and count are
+    summed over ranks).
+
     ``no_grad`` rather than ``inference_mode``: the pruning hook caches ``weight`` on the
     module, and an inference tensor there would break the next training step.
+
+    Args:
+        autocast: Run the forward pass under `torch.autocast` in this dtype (e.g. bf16).
     """
     was_training = model.training
     model.eval()
@@ -125,14 +136,36 @@ def evaluate(
     total = len(batches) if hasattr(batches, "__len__") else None
     for x, y in progress_bar(batches, total=total, desc=desc, enabled=progress):
         x, y = x.to(device), y.to(device)
-        logits = model(x)
+        with _autocast(device, autocast):
+            logits = model(x).float()
         loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum").item()
         correct += (logits.argmax(dim=1) == y).sum().item()
         count += y.numel()
     model.train(was_training)
+    if distributed.world_size() > 1:
+        sums = {"v": torch.tensor([correct, loss_sum, count], dtype=torch.float64)}
+        distributed.sum_dicts(sums)
+        correct, loss_sum, count = sums["v"].tolist()
     if count == 0:
         raise InvalidArgument("cannot evaluate on an empty data set")
-    return EvalResult(accuracy=correct / count, loss=loss_sum / count, count=count)
+    return EvalResult(accuracy=correct / count, loss=loss_sum / count, count=int(count))
+
+
+def _autocast(device: torch.device | str, dtype: torch.dtype | None):
+    """`torch.autocast` on ``device``'s type in ``dtype``, or a no-op context for None."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
+
+
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """bf16 for training and evaluation on a GPU that supports it; None (float32) otherwise.
+
+    Curvature is always computed in float32: callers do not autocast while scoring.
+    """
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return None
 
 
 class Trainer:
@@ -158,6 +191,8 @@ class Trainer:
         progress: Show a progress bar on a terminal.
         writer: Optional TensorBoard writer for the loss and learning rate.
         tag: Prefix of the TensorBoard scalars (``"pretrain"`` keeps two phases apart).
+        autocast: Run forward passes under `torch.autocast` in this dtype (bf16 on a GPU);
+            the loss is taken in float32 and no gradient scaling is needed for bf16.
     """
 
     def __init__(
@@ -176,6 +211,7 @@ class Trainer:
         progress: bool = False,
         writer: Any = None,
         tag: str = "train",
+        autocast: torch.dtype | None = None,
     ) -> None:
         if schedule not in LR_SCHEDULES:
             raise InvalidArgument(
@@ -199,6 +235,7 @@ class Trainer:
         self.progress = progress
         self.writer = writer
         self.tag = tag
+        self.autocast = autocast
         params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.SGD(
             params, lr=self.lr_at(0), momentum=momentum, weight_decay=weight_decay
@@ -238,8 +275,9 @@ class Trainer:
         """Train until ``epoch`` epochs (capped at the budget) have been done in total.
 
         Returns:
-            ``{"loss": mean training loss, "accuracy": training top-1, "steps": steps}`` over
-            the steps of this call (zeros if none were taken).
+            ``{"loss": mean training loss, "accuracy": training top-1, "steps": steps,
+            "samples": samples}`` over the steps of this call on this process (zeros if none
+            were taken).
         """
         target = min(self.total_steps, round(epoch * self.steps_per_epoch))
         steps = max(0, target - self.step)
@@ -251,8 +289,9 @@ class Trainer:
             lr = self.lr_at(self.step)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
-            logits = self.model(x)
-            loss = nn.functional.cross_entropy(logits, y)
+            with _autocast(self.device, self.autocast):
+                logits = self.model(x)
+            loss = nn.functional.cross_entropy(logits.float(), y)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
@@ -264,8 +303,13 @@ class Trainer:
                 self.writer.add_scalar(f"{self.tag}/loss", loss.item(), self.step)
                 self.writer.add_scalar(f"{self.tag}/lr", lr, self.step)
         if seen == 0:
-            return {"loss": 0.0, "accuracy": 0.0, "steps": 0}
-        return {"loss": loss_sum / seen, "accuracy": correct / seen, "steps": steps}
+            return {"loss": 0.0, "accuracy": 0.0, "steps": 0, "samples": 0}
+        return {
+            "loss": loss_sum / seen,
+            "accuracy": correct / seen,
+            "steps": steps,
+            "samples": seen,
+        }
 
     def train_all(self) -> dict[str, float]:
         """Train to the end of the budget."""
