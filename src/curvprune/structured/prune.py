@@ -274,6 +274,10 @@ class _Session:
                 iterative_steps=steps,
                 ignored_layers=[modules[n] for n in self.untouchable],
                 round_to=plan.round_to,
+                # fresh dicts: Torch-Pruning's defaults are shared mutable dicts that it fills
+                # with this model's layers (and would keep alive across calls)
+                in_channel_groups={},
+                out_channel_groups={},
                 num_heads=num_heads,
                 prune_num_heads=bool(num_heads),
                 prune_head_dims=not num_heads,
