@@ -2,7 +2,8 @@
 
 Curvature estimators (`empirical_fisher_diag`, `hutchinson_diag`, `hessian_vector_product`),
 pruning scores from a registry of criteria (`CRITERIA`, `score`), masks applied with
-`torch.nn.utils.prune` (`prune`), and BatchNorm re-estimation (`bn_warmup`).
+`torch.nn.utils.prune` (`prune`), BatchNorm re-estimation (`bn_warmup`), and structured
+pruning that physically removes channels and heads (`prune_channels`, `save_pruned`, ...).
 """
 
 from curvprune._version import __version__
@@ -23,6 +24,17 @@ from curvprune.errors import (
 )
 from curvprune.masks import select_masks, sparsity_report
 from curvprune.pruning import PruneResult, prune
+from curvprune.structured import (
+    channel_scores,
+    count_params_and_macs,
+    export_onnx,
+    load_pruned,
+    measure_latency,
+    prune_channels,
+    prune_to_macs,
+    save_pruned,
+    structured_run,
+)
 
 __all__ = [
     "CRITERIA",
@@ -35,6 +47,15 @@ __all__ = [
     "PruneResult",
     "__version__",
     "bn_warmup",
+    "channel_scores",
+    "count_params_and_macs",
+    "export_onnx",
+    "load_pruned",
+    "measure_latency",
+    "prune_channels",
+    "prune_to_macs",
+    "save_pruned",
+    "structured_run",
     "empirical_fisher_diag",
     "hessian_vector_product",
     "hutchinson_diag",
