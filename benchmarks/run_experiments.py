@@ -190,6 +190,23 @@ def observations(rows: list[dict[str, str]]) -> list[str]:
     return lines
 
 
+def structured_section(path: Path) -> list[str]:
+    """The "Results" section of docs/structured.md (written by bench_structured.py)."""
+    if not path.is_file():
+        return []
+    text = path.read_text(encoding="utf-8").split("\n## Results\n", 1)
+    if len(text) < 2:
+        return []
+    body = text[1].split("\n## ", 1)[0].strip()
+    return [
+        "## Structured pruning: accuracy against MACs kept",
+        "",
+        "From `benchmarks/bench_structured.py` (see [structured.md](structured.md)):",
+        "",
+        body,
+    ]
+
+
 def write_doc(doc: Path, runs: Path, full: bool, timings: dict[str, float]) -> None:
     images = doc.parent / "results"
     images.mkdir(parents=True, exist_ok=True)
@@ -263,6 +280,7 @@ def write_doc(doc: Path, runs: Path, full: bool, timings: dict[str, float]) -> N
         text = cfg.read_text(encoding="utf-8").splitlines()
         about = " ".join(line.lstrip("# ") for line in text if line.startswith("#"))
         lines += [f"- `curvprune sweep --config {cfg} --out runs/{cfg.stem}`: {about}"]
+    lines += [""] + structured_section(doc.parent / "structured.md")
     doc.write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")
     print(f"wrote {doc}")
 
