@@ -51,15 +51,6 @@ class Criterion:
         """Keyword options of the per-weight scores (of the channel scores if structured only)."""
         if self.weight_score is None:
             return self.channel_options
-        if self.weight_score is s.woodfisher_scores:
-            return (
-                "dampening",
-                "block_size",
-                "num_grads",
-                "fisher_batch_size",
-                "chunk_size",
-                "max_memory",
-            )
         return _keyword_only(self.weight_score)
 
     @property
