@@ -29,6 +29,12 @@ PRUNE = [
 ]  # fmt: skip
 
 
+SWEEP = [
+    "sweep", "--criteria", "magnitude,snip", "--sparsities", "0.5", "--epochs", "0",
+    "--batch-size", "64", "--score-samples", "128", "--threads", "1", "--device", "cpu", "--quiet",
+]  # fmt: skip
+
+
 def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -53,9 +59,9 @@ def _digest(tensors):
     return h.hexdigest()
 
 
-def _worker(rank, world, port, tmp):
+def _worker(rank, world, ports, tmp):
     """One rank of ``torchrun --nproc-per-node 2 -m curvprune prune ...``, instrumented."""
-    os.environ.update(_torchrun_env(rank, world, port))
+    os.environ.update(_torchrun_env(rank, world, ports[0]))
     torch.set_num_threads(1)
     import curvprune.experiment as experiment
     import curvprune.masks as masks
@@ -86,28 +92,50 @@ def _worker(rank, world, port, tmp):
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = main([*PRUNE, "--out", f"{tmp}/run"])
+    sweeps = []
+    for port in ports[1:]:  # the second time, rank 0 finds both runs done; the others follow
+        # a fresh port per group: a fast rank could otherwise reach the previous group's store
+        os.environ["MASTER_PORT"] = str(port)
+        with contextlib.redirect_stdout(io.StringIO()) as sweep_out:
+            sweeps.append(main([*SWEEP, "--out", f"{tmp}/sweep"]))
+        sweeps.append(sweep_out.getvalue())
     with open(f"{tmp}/rank{rank}.json", "w") as f:
-        json.dump({"code": code, "stdout": out.getvalue(), "stderr": err.getvalue()}, f)
+        json.dump(
+            {"code": code, "stdout": out.getvalue(), "stderr": err.getvalue(), "sweeps": sweeps},
+            f,
+        )
 
 
 @pytest.mark.slow
 def test_two_gloo_ranks_train_with_identical_masks_and_rank0_writes(tmp_path):
     # fork: the children inherit the imported modules (spawn would re-import torch: ~10 s)
     mp.start_processes(
-        _worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True, start_method="fork"
+        _worker,
+        args=(2, [_free_port() for _ in range(3)], str(tmp_path)),
+        nprocs=2,
+        join=True,
+        start_method="fork",
     )
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     assert [r["code"] for r in ranks] == [0, 0], ranks
     assert "fts at init, sparsity 0.5000" in ranks[0]["stdout"]
     assert ranks[1]["stdout"] == "" and ranks[1]["stderr"] == ""  # other ranks stay quiet
 
+    first, again = ranks[0]["sweeps"][1], ranks[0]["sweeps"][3]
+    assert "2 runs: 2 run now" in first and "2 runs: 0 run now, 2 already finished" in again
+    assert ranks[1]["sweeps"] == [0, "", 0, ""]
+    assert len((tmp_path / "sweep" / "results.csv").read_text().splitlines()) == 3
+
     every = json.loads((tmp_path / "ranks.json").read_text())
     assert every[0]["num_masks"] == 3
     assert every[0]["masks"] == every[1]["masks"]
     assert every[0]["weights"] == every[1]["weights"]  # DDP kept the replicas in step
 
-    assert (tmp_path / "wrote.0").read_text() == f"{tmp_path / 'run' / 'result.json'}\n"
-    assert not (tmp_path / "wrote.1").exists()
+    written = (tmp_path / "wrote.0").read_text().splitlines()
+    assert written[0] == str(tmp_path / "run" / "result.json") and any(
+        w.endswith("results.csv") for w in written
+    )
+    assert not (tmp_path / "wrote.1").exists()  # nor result.json, results.csv, summary.md
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [
         "model.safetensors",
         "result.json",
