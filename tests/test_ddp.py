@@ -20,6 +20,7 @@ from curvprune.cli import _print_error, main
 from curvprune.data import load_data
 from curvprune.errors import InvalidArgument
 from curvprune.models import build_model
+from curvprune.structured import load_pruned
 from curvprune.training import evaluate
 
 PRUNE = [
@@ -93,15 +94,24 @@ def _worker(rank, world, ports, tmp):
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = main([*PRUNE, "--out", f"{tmp}/run"])
     sweeps = []
-    for port in ports[1:]:  # the second time, rank 0 finds both runs done; the others follow
+    for port in ports[1:3]:  # the second time, rank 0 finds both runs done; the others follow
         # a fresh port per group: a fast rank could otherwise reach the previous group's store
         os.environ["MASTER_PORT"] = str(port)
         with contextlib.redirect_stdout(io.StringIO()) as sweep_out:
             sweeps.append(main([*SWEEP, "--out", f"{tmp}/sweep"]))
         sweeps.append(sweep_out.getvalue())
+    os.environ["MASTER_PORT"] = str(ports[3])
+    channels = ["--channel-sparsity" if a == "--sparsity" else a for a in PRUNE]
+    structured = main([*channels, "--structured", "--quiet", "--out", f"{tmp}/structured"])
     with open(f"{tmp}/rank{rank}.json", "w") as f:
         json.dump(
-            {"code": code, "stdout": out.getvalue(), "stderr": err.getvalue(), "sweeps": sweeps},
+            {
+                "code": code,
+                "stdout": out.getvalue(),
+                "stderr": err.getvalue(),
+                "sweeps": sweeps,
+                "structured": structured,
+            },
             f,
         )
 
@@ -111,7 +121,7 @@ def test_two_gloo_ranks_train_with_identical_masks_and_rank0_writes(tmp_path):
     # fork: the children inherit the imported modules (spawn would re-import torch: ~10 s)
     mp.start_processes(
         _worker,
-        args=(2, [_free_port() for _ in range(3)], str(tmp_path)),
+        args=(2, [_free_port() for _ in range(4)], str(tmp_path)),
         nprocs=2,
         join=True,
         start_method="fork",
@@ -150,6 +160,16 @@ def test_two_gloo_ranks_train_with_identical_masks_and_rank0_writes(tmp_path):
     load_checkpoint(model, tmp_path / "run" / "model.safetensors")
     single = evaluate(model, load_data("digits", batch_size=64).test)
     assert result["test_accuracy"] == single.accuracy
+
+    # Structured: both ranks removed the same channels (the run checks the shapes agree).
+    assert [r["structured"] for r in ranks] == [0, 0]
+    result = json.loads((tmp_path / "structured" / "result.json").read_text())
+    assert result["world_size"] == 2 and result["macs_kept"] < 1
+    small = load_pruned(tmp_path / "structured" / "model.safetensors")
+    assert (
+        evaluate(small, load_data("digits", batch_size=64).test).accuracy
+        == (result["test_accuracy"])
+    )
 
 
 def test_python_m_curvprune_under_a_single_process_torchrun_env(tmp_path):

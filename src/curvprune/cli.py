@@ -154,6 +154,26 @@ def _add_run_options(p: argparse.ArgumentParser, *, pruning: bool) -> None:
         type=float,
         help=f"gradual: epochs between pruning steps (default {d.frequency:g})",
     )
+    g = p.add_argument_group("structured pruning: remove whole channels (--at init or trained)")
+    g.add_argument(
+        "--structured",
+        action="store_true",
+        help="remove whole channels, giving a physically smaller model; criteria: "
+        "see `curvprune list criteria` [structured]",
+    )
+    g.add_argument(
+        "--channel-sparsity",
+        type=float,
+        metavar="S",
+        help="fraction of channels removed, in [0, 1)",
+    )
+    g.add_argument(
+        "--macs-target",
+        type=float,
+        metavar="F",
+        help="kept fraction of the dense MACs, in (0, 1]: prune until at most F are left "
+        "(in --iterations rounds)",
+    )
     g = p.add_argument_group("criterion options (each criterion takes some; default: its own)")
     g.add_argument("--num-probes", type=int, help="Hutchinson probes (hp, hts)")
     g.add_argument("--temperature", type=float, help="softmax temperature (hp, hts)")
@@ -244,6 +264,16 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--criteria", type=_csv(str), help="comma-separated criteria")
     g.add_argument("--sparsities", type=_csv(float), help="comma-separated sparsities")
     g.add_argument("--seeds", type=_csv(int), help="comma-separated seeds")
+    g.add_argument(
+        "--channel-sparsities",
+        type=_csv(float),
+        help="comma-separated channel sparsities (with --structured)",
+    )
+    g.add_argument(
+        "--macs-targets",
+        type=_csv(float),
+        help="comma-separated kept fractions of MACs (with --structured)",
+    )
     _add_run_options(p, pruning=True)
     _add_output_options(p, out_required=False)
 
@@ -270,7 +300,12 @@ def _cmd_list(args: argparse.Namespace) -> None:
     from curvprune.models import MODELS
 
     def tags(c: Any) -> str:
-        flags = [t for t, on in (("data-free", c.data_free),) if on]
+        kinds = (
+            ("data-free", c.data_free),
+            ("structured", c.structured and c.unstructured),
+            ("structured only", not c.unstructured),
+        )
+        flags = [t for t, on in kinds if on]
         return f" [{', '.join(flags)}]" if flags else ""
 
     sections = {
@@ -326,29 +361,38 @@ def _cmd_prune(args: argparse.Namespace) -> None:
         )
         if not launch.is_main():
             return
-    print(
-        f"{r['label']} at {r['at']}, sparsity {r['actual_sparsity']:.4f}: test accuracy "
-        f"{r['test_accuracy']:.4f} (at prune {r['accuracy_at_prune']:.4f}); "
-        f"collapsed layers: {', '.join(r['collapsed_layers']) or 'none'}"
-        + (f"; wrote {Path(out) / 'result.json'}" if out else "")
-    )
+    wrote = f"; wrote {Path(out) / 'result.json'}" if out else ""
+    if r["structured"]:
+        latency = r["latency_ms"]
+        times = ", ".join(
+            f"batch {b} {latency['dense'][b]:.3g} -> {latency['pruned'][b]:.3g} ms"
+            for b in latency["pruned"]
+        )
+        print(
+            f"{r['label']} at {r['at']}, structured, {cfg.target_text()}: MACs kept "
+            f"{r['macs_kept']:.4f}, parameters kept {r['params_kept']:.4f}; test accuracy "
+            f"{r['test_accuracy']:.4f} (at prune {r['accuracy_at_prune']:.4f}); CPU latency "
+            f"{times}{wrote}"
+        )
+    else:
+        print(
+            f"{r['label']} at {r['at']}, sparsity {r['actual_sparsity']:.4f}: test accuracy "
+            f"{r['test_accuracy']:.4f} (at prune {r['accuracy_at_prune']:.4f}); "
+            f"collapsed layers: {', '.join(r['collapsed_layers']) or 'none'}{wrote}"
+        )
     if out is None and not quiet:
         print(json.dumps({k: r[k] for k in ("layer_density", "timings")}))
 
 
 def _cmd_sweep(args: argparse.Namespace) -> None:
     from curvprune.report import build_report
-    from curvprune.sweep import expand_grid, load_sweep_file, run_sweep
+    from curvprune.sweep import GRID_ALIASES, expand_grid, load_sweep_file, run_sweep
 
     spec: dict[str, Any] = {}
     if getattr(args, "config", None):
         spec.update(load_sweep_file(args.config))
     cli = vars(args)
-    for plural, singular in (
-        ("criteria", "criterion"),
-        ("sparsities", "sparsity"),
-        ("seeds", "seed"),
-    ):
+    for plural, singular in GRID_ALIASES.items():
         # A flag on the command line replaces the file's value, singular or plural.
         if plural in cli or singular in cli:
             spec.pop(plural, None)

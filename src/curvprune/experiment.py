@@ -96,6 +96,15 @@ _REGIME_FIELDS: dict[str, tuple[str, ...]] = {
     "frequency": ("gradual",),
 }
 
+#: Regimes that structured runs support: pruning once, before training.
+STRUCTURED_REGIMES = ("init", "trained")
+#: The targets of a structured run; exactly one is set.
+_STRUCTURED_TARGETS = ("channel_sparsity", "macs_target")
+#: No layer of a structured run loses more than this fraction of its channels.
+MAX_LAYER_SPARSITY = 0.95
+#: Batch sizes at which structured runs time the dense and the pruned model.
+LATENCY_BATCH_SIZES = (1, 64)
+
 #: Fields that say where or how a run executes, not what it computes.
 _NOT_IN_RUN_ID = ("data_dir", "device", "download", "threads", *_MEMORY_OPTIONS)
 
@@ -105,7 +114,10 @@ class RunConfig:
     """Every option of one run; field names are the CLI flags with underscores.
 
     Fractional epochs are allowed everywhere (``prune_after=0.25`` prunes after a quarter
-    epoch). Criterion options left at ``None`` use the criterion's own defaults.
+    epoch). Criterion options left at ``None`` use the criterion's own defaults. With
+    ``structured=True`` whole channels go instead of single weights, by ``channel_sparsity``
+    (fraction of channels removed) or down to ``macs_target`` (kept fraction of MACs), and
+    ``sparsity`` is unused.
     """
 
     model: str = "mlp"
@@ -114,6 +126,9 @@ class RunConfig:
     criterion: str = "magnitude"
     sparsity: float = 0.9
     scope: str = "global"
+    structured: bool = False
+    channel_sparsity: float | None = None
+    macs_target: float | None = None
     at: str = "init"
     bn_warmup: bool = False
     prune_after: float = 1.0
@@ -187,12 +202,33 @@ class RunConfig:
 
         ``seed`` is added for criteria that draw random numbers (random, Hutchinson probes).
         """
-        accepted = _criterion(self.criterion).options
+        accepted = self.accepted_options()
         opts = {k: getattr(self, k) for k in CRITERION_OPTIONS if getattr(self, k) is not None}
         opts = {k: v for k, v in opts.items() if k in accepted}
         if "seed" in accepted:
             opts["seed"] = self.seed
         return opts
+
+    def accepted_options(self) -> tuple[str, ...]:
+        """Options of the criterion's per-weight scores, or of its channel scores if structured."""
+        crit = _criterion(self.criterion, structured=self.structured)
+        return crit.channel_options if self.structured else crit.options
+
+    def target(self) -> str:
+        """What the run prunes to, short: ``s0.9``, ``ch0.5`` (channels) or ``macs0.25``."""
+        if not self.structured:
+            return f"s{self.sparsity:g}"
+        if self.channel_sparsity is not None:
+            return f"ch{self.channel_sparsity:g}"
+        return f"macs{self.macs_target:g}" if self.macs_target is not None else "structured"
+
+    def target_text(self) -> str:
+        """`target` in words: ``sparsity 0.9``, ``channel sparsity 0.5``, ``MACs target 0.25``."""
+        if not self.structured:
+            return f"sparsity {self.sparsity:g}"
+        if self.channel_sparsity is not None:
+            return f"channel sparsity {self.channel_sparsity:g}"
+        return f"MACs target {self.macs_target:g}"
 
     def label(self) -> str:
         """Criterion name plus its explicitly set options, e.g. ``hp[temperature=200]``."""
@@ -215,8 +251,12 @@ class RunConfig:
             for k, regimes in _REGIME_FIELDS.items()
             if self.at not in regimes
         }
-        if self.criterion in _criteria():
-            accepted = _criterion(self.criterion).options
+        if self.structured:
+            changes["sparsity"] = defaults.sparsity
+        else:
+            changes.update({k: None for k in _STRUCTURED_TARGETS})
+        if self.criterion in _criteria(self.structured):
+            accepted = self.accepted_options()
             changes.update({k: None for k in CRITERION_OPTIONS if k not in accepted})
         return dataclasses.replace(self, **changes)
 
@@ -224,7 +264,7 @@ class RunConfig:
         """Stable id of what this run computes: readable prefix plus a hash of the options."""
         identity = {k: v for k, v in self.normalized().to_dict().items() if k not in _NOT_IN_RUN_ID}
         digest = hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
-        return f"{self.criterion}-{self.at}-s{self.sparsity:g}-seed{self.seed}-{digest}"
+        return f"{self.criterion}-{self.at}-{self.target()}-seed{self.seed}-{digest}"
 
     def validate(self, *, strict: bool = True, pruning: bool = True) -> RunConfig:
         """Check every value; return ``self`` for chaining.
@@ -273,8 +313,11 @@ class RunConfig:
         )
         if not pruning:
             return self
-        check_sparsity(self.sparsity, "--sparsity")
-        _criterion(self.criterion)
+        if self.structured:
+            self._check_structured()
+        else:
+            check_sparsity(self.sparsity, "--sparsity")
+        _criterion(self.criterion, structured=self.structured)
         _check_name("--at", self.at, REGIMES)
         check_scope(self.scope)
         for key in (*_POSITIVE_OPTIONS, "iterations"):
@@ -306,6 +349,31 @@ class RunConfig:
             self.plan()
         return self
 
+    def _check_structured(self) -> None:
+        _check(
+            self.at in STRUCTURED_REGIMES,
+            f"--structured prunes --at {' or '.join(STRUCTURED_REGIMES)}, not {self.at}",
+        )
+        channels, macs = self.channel_sparsity, self.macs_target
+        _check(
+            channels is not None or macs is not None,
+            "--structured needs --channel-sparsity S (fraction of channels removed) or "
+            "--macs-target F (kept fraction of MACs); --sparsity counts single weights",
+        )
+        _check(
+            channels is None or macs is None,
+            "give --channel-sparsity or --macs-target, not both",
+        )
+        if channels is not None:
+            check_sparsity(channels, "--channel-sparsity")
+            _check(
+                channels <= MAX_LAYER_SPARSITY,
+                f"--channel-sparsity {channels:g} is above {MAX_LAYER_SPARSITY}, the most any "
+                "layer may lose",
+            )
+        if macs is not None:
+            _check(0 < macs <= 1, f"--macs-target must be a number in (0, 1], got {macs}")
+
     def _check_applicable(self) -> None:
         defaults = RunConfig()
         for key, regimes in _REGIME_FIELDS.items():
@@ -313,7 +381,18 @@ class RunConfig:
                 raise InvalidArgument(
                     f"--{_flag(key)} applies to --at {' or '.join(regimes)} only, not {self.at}"
                 )
-        accepted = _criterion(self.criterion).options
+        if self.structured:
+            _check(
+                self.sparsity == defaults.sparsity,
+                "--sparsity is the fraction of single weights removed; with --structured use "
+                "--channel-sparsity or --macs-target",
+            )
+        for key in _STRUCTURED_TARGETS:
+            _check(
+                self.structured or getattr(self, key) is None,
+                f"--{_flag(key)} applies to --structured runs only",
+            )
+        accepted = self.accepted_options()
         for key in CRITERION_OPTIONS:
             if getattr(self, key) is not None and key not in accepted:
                 valid = [f"--{_flag(k)}" for k in CRITERION_OPTIONS if k in accepted]
@@ -347,21 +426,29 @@ def _check_name(flag: str, value: str, valid: Mapping | tuple) -> None:
         raise InvalidArgument(f"unknown {flag} {value!r}; valid: {', '.join(valid)}")
 
 
-def _criteria() -> Mapping[str, Any]:
-    """Criteria with per-weight scores: the ones a run can use (channel-only ones cannot)."""
+def _criteria(structured: bool = False) -> Mapping[str, Any]:
+    """Criteria with per-weight scores, or with channel scores for structured runs."""
     from curvprune import CRITERIA
 
-    return {name: c for name, c in CRITERIA.items() if c.unstructured}
+    return {
+        name: c for name, c in CRITERIA.items() if (c.structured if structured else c.unstructured)
+    }
 
 
-def _criterion(name: str) -> Any:
+def _criterion(name: str, *, structured: bool = False) -> Any:
     from curvprune import CRITERIA
 
-    criteria = _criteria()
-    if name in CRITERIA and name not in criteria:
+    criteria = _criteria(structured)
+    if name in CRITERIA and name not in criteria and not structured:
         raise InvalidArgument(
-            f"criterion {name!r} scores channels only (structured pruning), not single weights; "
-            f"valid here: {', '.join(criteria)}"
+            f"criterion {name!r} scores channels only (structured pruning), not single weights: "
+            f"add --structured; valid without it: {', '.join(criteria)}"
+        )
+    if name in CRITERIA and name not in criteria:
+        hint = " ('l1' is the channels' magnitude)" if name == "magnitude" else ""
+        raise InvalidArgument(
+            f"criterion {name!r} scores single weights only, not channels{hint}; valid with "
+            f"--structured: {', '.join(criteria)}"
         )
     _check_name("--criterion", name, criteria)
     return criteria[name]
@@ -621,6 +708,56 @@ class _Run:
             self.bn_warmup()
         return result
 
+    def prune_to_target(self) -> None:
+        """One-shot pruning to the run's target: ``sparsity``, or channels if structured."""
+        if self.cfg.structured:
+            self.prune_structured()
+        else:
+            self.prune(self.cfg.sparsity)
+
+    def prune_structured(self) -> None:
+        """Replace the model by a physically smaller copy without the least important channels.
+
+        Sets ``self.cost`` (parameters, MACs and CPU latency, dense and pruned: the fields of
+        `StructuredResult.to_dict`) and ``self.dense_sizes`` (elements per prunable weight).
+        """
+        from curvprune.structured import structured_run
+
+        cfg = self.cfg
+        batches = _ProgressBatches(self.score_batches(), f"score {cfg.criterion}", self.progress)
+        self.dense_sizes = _weight_sizes(self.model)
+        start = time.perf_counter()
+        was_training = self.model.training
+        self.model.eval()  # as in `prune`: running BatchNorm statistics, float32
+        try:
+            result = structured_run(
+                self.model,
+                cfg.criterion,
+                batches,
+                example_inputs=batches[0][0][:1],
+                channel_sparsity=cfg.channel_sparsity,
+                macs_target=cfg.macs_target,
+                # timing is per process: one rank is enough, and the others would disturb it
+                latency_batch_sizes=LATENCY_BATCH_SIZES if self.main else (),
+                global_pruning=cfg.scope == "global",
+                max_layer_sparsity=MAX_LAYER_SPARSITY,
+                iterative_steps=cfg.iterations or 1,
+                **cfg.criterion_options(),
+            )
+        finally:
+            self.model.train(was_training)
+        self.timings["score_s"] += time.perf_counter() - start
+        self.model = result.model.train(was_training)
+        self.cost = result.to_dict()
+        self.cost["latency_ms"] = launch.broadcast_object(self.cost["latency_ms"])
+        self.cost["speedup"] = launch.broadcast_object(self.cost["speedup"])
+        self.log(
+            f"  pruned channels with {cfg.label()} ({cfg.target_text()}): MACs kept "
+            f"{self.cost['macs_kept']:.4f}, parameters kept {self.cost['params_kept']:.4f}"
+        )
+        if cfg.recalibrate_bn:
+            self.bn_warmup()
+
     def load_or_pretrain(self) -> float | None:
         """Start from ``--checkpoint`` or ``--pretrain-epochs``; return the dense accuracy."""
         cfg = self.cfg
@@ -643,6 +780,13 @@ class _Run:
             "precision": "bf16-mixed" if self.autocast is not None else "float32",
             "peak_memory_mb": round(peak / 2**20, 1),
         }
+
+
+def _weight_sizes(model: torch.nn.Module) -> dict[str, int]:
+    """Elements of each prunable weight (Linear and Conv), by name."""
+    from curvprune.params import prunable_weights
+
+    return {n: w.value().numel() for n, w in prunable_weights(model).items()}
 
 
 def _over_ranks(stats: Mapping[str, float]) -> tuple[float, float]:
@@ -693,6 +837,12 @@ def run_experiment(
     ``epochs`` more. ``accuracy_at_prune`` is measured once the target sparsity is reached,
     ``test_accuracy`` after the final ``epochs``.
 
+    With ``cfg.structured`` (regimes ``init`` and ``trained``) whole channels go instead: the
+    model is replaced by a physically smaller copy (`curvprune.structured.structured_run`),
+    the result adds dense and pruned ``params``, ``macs`` and CPU ``latency_ms`` (batch sizes
+    1 and 64, median of 20 passes, the run's thread count), and ``model.safetensors`` is the
+    small model (`curvprune.structured.save_pruned`; reload with ``load_pruned``).
+
     Under an initialized `torch.distributed` process group (``torchrun``), every rank calls
     this with the same ``cfg``: training is data-parallel, scores and masks are identical on
     all ranks, evaluation covers the whole test set, and only rank 0 logs and writes
@@ -715,13 +865,13 @@ def run_experiment(
     run = _Run(cfg, quiet=quiet, tensorboard=tensorboard, log=log)
     run.log(
         f"run {cfg.run_id()}: {cfg.model} on {cfg.dataset}, {cfg.label()} at {cfg.at}, "
-        f"sparsity {cfg.sparsity:g}, seed {cfg.seed}, device {run.device}"
+        f"{cfg.target_text()}, seed {cfg.seed}, device {run.device}"
     )
     dense_accuracy = None
     if cfg.at == "init":
         if cfg.bn_warmup:
             run.bn_warmup()
-        run.prune(cfg.sparsity)
+        run.prune_to_target()
         trainer = run.trainer(cfg.epochs)
     elif cfg.at == "early":
         trainer = run.trainer(cfg.prune_after + cfg.epochs)
@@ -729,7 +879,7 @@ def run_experiment(
         run.prune(cfg.sparsity)
     elif cfg.at == "trained":
         dense_accuracy = run.load_or_pretrain()
-        run.prune(cfg.sparsity)
+        run.prune_to_target()
         trainer = run.trainer(cfg.epochs)
     else:  # gradual
         dense_accuracy = run.load_or_pretrain()
@@ -749,13 +899,22 @@ def run_experiment(
     # With --epochs 0 the model is unchanged since the last evaluation: don't evaluate twice.
     test_accuracy = run.evaluate("final") if trainer.step > steps_before else accuracy_at_prune
     launch.check_same_on_all_ranks(run.model)
-    report = sparsity_report(run.model)
-    actual, layer_density, collapsed = report.sparsity, report.layer_density, report.collapsed
+    if cfg.structured:
+        kept = _weight_sizes(run.model)
+        num_prunable = sum(run.dense_sizes.values())
+        layer_density = {n: kept[n] / size for n, size in run.dense_sizes.items()}
+        actual = 1 - sum(kept.values()) / num_prunable
+        collapsed = [n for n, d in layer_density.items() if d == 0]
+    else:
+        report = sparsity_report(run.model)
+        actual, layer_density, collapsed = report.sparsity, report.layer_density, report.collapsed
+        num_prunable = sum(
+            int(b.numel()) for n, b in run.model.named_buffers() if n.endswith("_mask")
+        )
     run.timings["total_s"] = time.perf_counter() - wall
     if run.writer is not None:
         run.writer.close()
 
-    num_prunable = sum(int(b.numel()) for n, b in run.model.named_buffers() if n.endswith("_mask"))
     result = {
         "run_id": cfg.run_id(),
         "label": cfg.label(),
@@ -766,8 +925,10 @@ def run_experiment(
         "scope": cfg.scope,
         "bn_warmup": cfg.bn_warmup,
         "prune_after": cfg.prune_after if cfg.at == "early" else None,
-        "sparsity": cfg.sparsity,
+        "sparsity": None if cfg.structured else cfg.sparsity,
         "actual_sparsity": float(actual),
+        "structured": cfg.structured,
+        **(run.cost if cfg.structured else {}),
         "seed": cfg.seed,
         "epochs": cfg.epochs,
         "test_accuracy": test_accuracy,
@@ -788,7 +949,9 @@ def run_experiment(
         f"(score {run.timings['score_s']:.2f} s, train {run.timings['train_s']:.2f} s)"
     )
     if out_dir is not None and run.main:
-        if save_model:
+        if save_model and cfg.structured:
+            _save_structured(run, Path(out_dir) / "model.safetensors")
+        elif save_model:
             save_checkpoint(
                 run.model,
                 Path(out_dir) / "model.safetensors",
@@ -796,6 +959,25 @@ def run_experiment(
             )
         atomic_write_text(Path(out_dir) / "result.json", json.dumps(result, indent=2) + "\n")
     return result
+
+
+def _save_structured(run: _Run, path: Path) -> None:
+    """The smaller model itself (`save_pruned`), in eval mode; `load_pruned` rebuilds it."""
+    from curvprune.structured import save_pruned
+
+    info = run.data.info
+    spec = {
+        "model": run.cfg.model,
+        "in_channels": info.in_channels,
+        "num_classes": info.num_classes,
+        "image_size": info.image_size,
+    }
+    was_training = run.model.training
+    run.model.eval()
+    try:
+        save_pruned(run.model, path, spec=spec)
+    finally:
+        run.model.train(was_training)
 
 
 @_restores_threads

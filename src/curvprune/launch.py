@@ -198,17 +198,20 @@ def broadcast_object(obj: Any) -> Any:
 
 
 def mask_digest(model: nn.Module) -> int:
-    """A 63-bit checksum of the model's `torch.nn.utils.prune` masks (names and values)."""
+    """A 63-bit checksum of what pruning decided: the `torch.nn.utils.prune` masks (names and
+    values) and every parameter's shape (which structured pruning changes)."""
     h = hashlib.sha1()
     for name, mask in model.named_buffers():
         if name.endswith("_mask"):
             h.update(name.encode())
             h.update(mask.detach().cpu().contiguous().numpy().tobytes())
+    for name, p in model.named_parameters():
+        h.update(f"{name}{tuple(p.shape)}".encode())
     return int.from_bytes(h.digest()[:8], "little") >> 1
 
 
 def check_same_on_all_ranks(model: nn.Module) -> None:
-    """Fail loudly if the ranks' masks differ (a bug, not a user error)."""
+    """Fail loudly if the ranks' masks or shapes differ (a bug, not a user error)."""
     if world_size() == 1:
         return
     digests = gather_rows(torch.tensor([mask_digest(model)], dtype=torch.int64)).tolist()

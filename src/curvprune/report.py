@@ -1,8 +1,10 @@
-"""Reports from a sweep's ``results.csv``: a Markdown summary and two plots.
+"""Reports from a sweep's ``results.csv``: a Markdown summary and plots.
 
 Everything here reads only ``results.csv``, so ``curvprune report DIR`` rebuilds the same
 files a sweep wrote. Runs are grouped into *settings*: the criterion label plus any of
-`SETTING_COLUMNS` that vary across the table; seeds are averaged within a setting.
+`SETTING_COLUMNS` that vary across the table; seeds are averaged within a setting. Within a
+setting, runs are placed by their *target*: the sparsity, or for structured runs the channel
+sparsity (``ch 0.5``) or the MACs target (``MACs 0.25``).
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from curvprune.sweep import DENSITY_PREFIX, read_results
 __all__ = ["SETTING_COLUMNS", "build_report", "summary_markdown"]
 
 #: Columns that, when they vary within one sweep, split its runs into separate settings.
-SETTING_COLUMNS = ("model", "dataset", "at", "bn_warmup", "prune_after", "scope", "epochs")
+SETTING_COLUMNS = (
+    "model", "dataset", "at", "bn_warmup", "prune_after", "scope", "structured", "epochs",
+)  # fmt: skip
 _DENSITY_FLOOR = 1e-4  # where a collapsed (density 0) tensor is drawn on the log axis
 
 
@@ -36,14 +40,34 @@ def _setting_columns(rows: Sequence[Mapping[str, str]]) -> list[str]:
     return ["label"] + [c for c in SETTING_COLUMNS if len({r.get(c, "") for r in rows}) > 1]
 
 
+def _structured(row: Mapping[str, str]) -> bool:
+    return str(row.get("structured", "")).lower() in ("true", "1")
+
+
+def _target(row: Mapping[str, str]) -> tuple[int, float, str]:
+    """Sort key and column title of what a run pruned to; harder targets sort later."""
+    if not _structured(row):
+        s = _float(row["sparsity"])
+        return 0, s, f"{s:g}"
+    channels = _float(row.get("channel_sparsity"))
+    if not math.isnan(channels):
+        return 1, channels, f"ch {channels:g}"
+    macs = _float(row.get("macs_target"))
+    return 2, -macs, f"MACs {macs:g}"
+
+
 def _group(rows: Sequence[Mapping[str, str]]) -> tuple[list[str], dict]:
-    """``{setting tuple: {sparsity: [rows]}}`` in first-seen order, and the setting columns."""
+    """``{setting tuple: {target: [rows]}}`` in first-seen order, and the setting columns."""
     columns = _setting_columns(rows)
-    groups: dict[tuple, dict[float, list]] = defaultdict(lambda: defaultdict(list))
+    groups: dict[tuple, dict[tuple, list]] = defaultdict(lambda: defaultdict(list))
     for row in rows:
         key = tuple(row.get(c, "") for c in columns)
-        groups[key][_float(row["sparsity"])].append(row)
+        groups[key][_target(row)].append(row)
     return columns, groups
+
+
+def _targets(rows: Sequence[Mapping[str, str]]) -> list[tuple[int, float, str]]:
+    return sorted({_target(r) for r in rows})
 
 
 def _mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -59,59 +83,88 @@ def _setting_name(columns: Sequence[str], key: Sequence[str]) -> str:
 
 
 def summary_markdown(rows: Sequence[Mapping[str, str]]) -> str:
-    """Markdown tables: test accuracy mean ± std (%) per setting × sparsity, best in bold;
-    then layer collapse and scoring time per setting."""
+    """Markdown tables: test accuracy mean ± std (%) per setting × target, best in bold; for
+    structured runs what they kept (MACs, parameters) and their speed-up; then layer collapse
+    and scoring time per setting."""
     if not rows:
         return "# Sweep summary\n\nNo finished runs yet.\n"
     columns, groups = _group(rows)
-    sparsities = sorted({_float(r["sparsity"]) for r in rows})
+    targets = _targets(rows)
     stats = {
-        key: {
-            s: _mean_std([_float(r["test_accuracy"]) for r in by_s.get(s, [])]) for s in sparsities
-        }
-        for key, by_s in groups.items()
+        key: {t: _mean_std([_float(r["test_accuracy"]) for r in by_t.get(t, [])]) for t in targets}
+        for key, by_t in groups.items()
     }
     best = {
-        s: max((m for m, _ in (stats[k][s] for k in stats) if not math.isnan(m)), default=math.nan)
-        for s in sparsities
+        t: max((m for m, _ in (stats[k][t] for k in stats) if not math.isnan(m)), default=math.nan)
+        for t in targets
     }
     first = rows[0]
     seeds = sorted({r.get("seed", "") for r in rows}, key=lambda v: _float(v))
+    header = "| " + " | ".join(columns) + " | " + " | ".join(t[2] for t in targets) + " |"
+    rule = "|" + "---|" * (len(columns) + len(targets))
     lines = [
         "# Sweep summary",
         "",
         f"{first.get('model', '?')} on {first.get('dataset', '?')}; {len(rows)} runs; "
         f"seeds {', '.join(seeds)}. Test top-1 accuracy (%) after the final epochs"
         + (", mean ± std over seeds" if len(seeds) > 1 else " (one seed: no spread to show)")
-        + "; **bold**: best at that sparsity.",
+        + "; **bold**: best in its column"
+        + ("; ch: channel sparsity, MACs: kept fraction of MACs targeted" * (targets[-1][0] > 0))
+        + ".",
         "",
-        "| " + " | ".join(columns) + " | " + " | ".join(f"{s:g}" for s in sparsities) + " |",
-        "|" + "---|" * (len(columns) + len(sparsities)),
+        header,
+        rule,
     ]
     for key in groups:
         cells = []
-        for s in sparsities:
-            mean, std = stats[key][s]
+        for t in targets:
+            mean, std = stats[key][t]
             if math.isnan(mean):
                 cells.append("–")
                 continue
-            n = len(groups[key][s])
+            n = len(groups[key][t])
             text = f"{100 * mean:.2f}" + (f" ± {100 * std:.2f}" if len(seeds) > 1 else "")
             text += f" (n={n})" if n != len(seeds) else ""
-            cells.append(f"**{text}**" if mean >= best[s] - 1e-12 else text)
+            cells.append(f"**{text}**" if mean >= best[t] - 1e-12 else text)
         lines.append("| " + " | ".join(key) + " | " + " | ".join(cells) + " |")
+
+    structured = [t for t in targets if t[0] > 0]
+    if structured:
+        lines += [
+            "",
+            "Structured runs: MACs kept (%), parameters kept (%), CPU speed-up at batch 1 / 64 "
+            "(means over seeds).",
+            "",
+            "| " + " | ".join(columns) + " | " + " | ".join(t[2] for t in structured) + " |",
+            "|" + "---|" * (len(columns) + len(structured)),
+        ]
+        for key, by_t in groups.items():
+            cells = []
+            for t in structured:
+                runs = by_t.get(t, [])
+                if not runs:
+                    cells.append("–")
+                    continue
+                macs, params, fast1, fast64 = (
+                    _mean_std([_float(r.get(c)) for r in runs])[0]
+                    for c in ("macs_kept", "params_kept", "speedup:1", "speedup:64")
+                )
+                cells.append(
+                    f"{100 * macs:.1f} · {100 * params:.1f} · {fast1:.2f}× / {fast64:.2f}×"
+                )
+            lines.append("| " + " | ".join(key) + " | " + " | ".join(cells) + " |")
 
     lines += [
         "",
         "Layer collapse: runs with at least one prunable tensor fully pruned / runs.",
         "",
-        "| " + " | ".join(columns) + " | " + " | ".join(f"{s:g}" for s in sparsities) + " |",
-        "|" + "---|" * (len(columns) + len(sparsities)),
+        header,
+        rule,
     ]
-    for key, by_s in groups.items():
+    for key, by_t in groups.items():
         cells = []
-        for s in sparsities:
-            runs = by_s.get(s, [])
+        for t in targets:
+            runs = by_t.get(t, [])
             collapsed = sum(_float(r.get("num_collapsed")) > 0 for r in runs)
             cells.append(f"{collapsed}/{len(runs)}" if runs else "–")
         lines.append("| " + " | ".join(key) + " | " + " | ".join(cells) + " |")
@@ -123,8 +176,8 @@ def summary_markdown(rows: Sequence[Mapping[str, str]]) -> str:
         "| " + " | ".join(columns) + " | score_s | train_s |",
         "|" + "---|" * (len(columns) + 2),
     ]
-    for key, by_s in groups.items():
-        runs = [r for rs in by_s.values() for r in rs]
+    for key, by_t in groups.items():
+        runs = [r for rs in by_t.values() for r in rs]
         score, _ = _mean_std([_float(r.get("score_s")) for r in runs])
         train, _ = _mean_std([_float(r.get("train_s")) for r in runs])
         lines.append("| " + " | ".join(key) + f" | {score:.2f} | {train:.2f} |")
@@ -137,24 +190,50 @@ def _style(index: int) -> str:
 
 
 def _plot_accuracy(rows: Sequence[Mapping[str, str]], path: Path) -> None:
+    """Accuracy against sparsity (unstructured runs), one line per setting."""
     import matplotlib.pyplot as plt
 
     columns, groups = _group(rows)
-    sparsities = sorted({_float(r["sparsity"]) for r in rows})
+    targets = _targets(rows)
     # Equal spacing per sparsity: 0.9 ... 0.995 would crowd together on a linear axis.
-    position = {s: i for i, s in enumerate(sparsities)}
+    position = {t: i for i, t in enumerate(targets)}
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for index, (key, by_s) in enumerate(groups.items()):
+    for index, (key, by_t) in enumerate(groups.items()):
         xs, means, stds = [], [], []
-        for s in sorted(by_s):
-            mean, std = _mean_std([_float(r["test_accuracy"]) for r in by_s[s]])
-            xs.append(position[s])
+        for t in sorted(by_t):
+            mean, std = _mean_std([_float(r["test_accuracy"]) for r in by_t[t]])
+            xs.append(position[t])
             means.append(100 * mean)
             stds.append(100 * std)
         ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, linestyle=_style(index),
                     label=_setting_name(columns, key))  # fmt: skip
-    ax.set_xticks(range(len(sparsities)), [f"{s:g}" for s in sparsities])
+    ax.set_xticks(range(len(targets)), [t[2] for t in targets])
     ax.set_xlabel("sparsity (fraction of prunable weights removed)")
+    ax.set_ylabel("test top-1 accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
+def _plot_accuracy_vs_macs(rows: Sequence[Mapping[str, str]], path: Path) -> None:
+    """Accuracy against the kept fraction of MACs (structured runs), one line per setting."""
+    import matplotlib.pyplot as plt
+
+    columns, groups = _group(rows)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for index, (key, by_t) in enumerate(groups.items()):
+        points = []
+        for runs in by_t.values():
+            mean, std = _mean_std([_float(r["test_accuracy"]) for r in runs])
+            kept, _ = _mean_std([_float(r.get("macs_kept")) for r in runs])
+            points.append((100 * kept, 100 * mean, 100 * std))
+        points.sort(reverse=True)
+        xs, means, stds = zip(*points, strict=True)
+        ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, linestyle=_style(index),
+                    label=_setting_name(columns, key))  # fmt: skip
+    ax.invert_xaxis()  # more pruning to the right, as in the sparsity plot
+    ax.set_xlabel("MACs kept (% of the dense model, one forward pass)")
     ax.set_ylabel("test top-1 accuracy (%)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
@@ -167,13 +246,14 @@ def _plot_layer_density(rows: Sequence[Mapping[str, str]], path: Path) -> None:
 
     columns, groups = _group(rows)
     layers = list(dict.fromkeys(c for r in rows for c in r if c.startswith(DENSITY_PREFIX)))
-    sparsities = sorted({_float(r["sparsity"]) for r in rows})[-4:]  # the hardest cases
+    targets = _targets(rows)[-4:]  # the hardest cases
     fig, axes = plt.subplots(
-        1, len(sparsities), figsize=(4.2 * len(sparsities), 4), sharey=True, squeeze=False
+        1, len(targets), figsize=(4.2 * len(targets), 4), sharey=True, squeeze=False
     )
-    for ax, s in zip(axes[0], sparsities, strict=True):
-        for index, (key, by_s) in enumerate(groups.items()):
-            runs = by_s.get(s, [])
+    for ax, t in zip(axes[0], targets, strict=True):
+        s = t[1]
+        for index, (key, by_t) in enumerate(groups.items()):
+            runs = by_t.get(t, [])
             if not runs:
                 continue
             means = [_mean_std([_float(r.get(c)) for r in runs])[0] for c in layers]
@@ -206,8 +286,11 @@ def _plot_layer_density(rows: Sequence[Mapping[str, str]], path: Path) -> None:
 
 
 def build_report(out_dir: str | os.PathLike) -> str:
-    """Write ``summary.md``, ``accuracy_vs_sparsity.png`` and ``layer_density.png`` into
-    ``out_dir`` from its ``results.csv``; return the summary text.
+    """Write ``summary.md`` and the plots into ``out_dir`` from its ``results.csv``; return the
+    summary text.
+
+    Plots: ``accuracy_vs_sparsity.png`` and ``layer_density.png`` from unstructured runs,
+    ``accuracy_vs_macs.png`` from the runs with a ``macs_kept`` column (structured runs).
 
     Raises:
         DataError: If ``out_dir/results.csv`` does not exist or lacks the needed columns.
@@ -225,7 +308,11 @@ def build_report(out_dir: str | os.PathLike) -> str:
         raise DataError(f"{csv_path} lacks the columns {', '.join(sorted(needed - set(rows[0])))}")
     summary = summary_markdown(rows)
     atomic_write_text(out_dir / "summary.md", summary)
-    if rows:
-        _plot_accuracy(rows, out_dir / "accuracy_vs_sparsity.png")
-        _plot_layer_density(rows, out_dir / "layer_density.png")
+    unstructured = [r for r in rows if not _structured(r)]
+    if unstructured:
+        _plot_accuracy(unstructured, out_dir / "accuracy_vs_sparsity.png")
+        _plot_layer_density(unstructured, out_dir / "layer_density.png")
+    with_macs = [r for r in rows if not math.isnan(_float(r.get("macs_kept")))]
+    if with_macs:
+        _plot_accuracy_vs_macs(with_macs, out_dir / "accuracy_vs_macs.png")
     return summary

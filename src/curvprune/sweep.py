@@ -5,6 +5,7 @@ Layout of a sweep directory::
     DIR/results.csv             one row per finished run (scalar fields of result.json)
     DIR/runs/<run_id>/result.json
     DIR/summary.md, DIR/accuracy_vs_sparsity.png, DIR/layer_density.png   (see report.py)
+    DIR/accuracy_vs_macs.png                                               (structured runs)
 
 Each finished run's row is added by rewriting ``results.csv`` to a temporary file and
 renaming it over the old one (`os.replace` is atomic on POSIX), so a reader or a killed sweep
@@ -39,13 +40,21 @@ __all__ = [
 ]
 
 #: Plural sweep keys and the option each one varies.
-GRID_ALIASES = {"criteria": "criterion", "sparsities": "sparsity", "seeds": "seed"}
+GRID_ALIASES = {
+    "criteria": "criterion",
+    "sparsities": "sparsity",
+    "seeds": "seed",
+    "channel_sparsities": "channel_sparsity",
+    "macs_targets": "macs_target",
+}
+_STRUCTURED_TARGET = "channel_sparsity|macs_target"
 #: Keys of a sweep file besides the run options.
 _SWEEP_KEYS = ("out", "quiet")
 #: Columns first in results.csv, in this order; other scalar fields follow.
 _LEAD_COLUMNS = (
     "run_id", "label", "model", "dataset", "criterion", "at", "scope", "bn_warmup",
-    "prune_after", "sparsity", "actual_sparsity", "seed", "epochs", "test_accuracy",
+    "prune_after", "sparsity", "actual_sparsity", "structured", "channel_sparsity",
+    "macs_target", "macs_kept", "params_kept", "seed", "epochs", "test_accuracy",
     "accuracy_at_prune", "dense_accuracy", "test_loss", "num_collapsed", "collapsed_layers",
     "score_s", "train_s", "pretrain_s", "eval_s", "total_s",
 )  # fmt: skip
@@ -94,14 +103,16 @@ def expand_grid(spec: Mapping[str, Any]) -> list[RunConfig]:
     """All runs of a sweep spec, in grid order, without duplicates.
 
     Args:
-        spec: Option -> value or list of values; the plural keys ``criteria``, ``sparsities``
-            and ``seeds`` (lists or comma-separated strings) stand for ``criterion``,
-            ``sparsity`` and ``seed``. ``out`` and ``quiet`` are ignored here.
+        spec: Option -> value or list of values; the plural keys of `GRID_ALIASES`
+            (``criteria``, ``sparsities``, ``seeds``, ``channel_sparsities``, ``macs_targets``;
+            lists or comma-separated strings) stand for the singular options. ``out`` and
+            ``quiet`` are ignored here.
 
     Returns:
         One normalized `RunConfig` per distinct run: options that a run's regime or criterion
         ignores are reset, so e.g. ``temperature: [1, 200]`` doubles only the criteria that
-        take a temperature.
+        take a temperature. ``channel_sparsities`` and ``macs_targets`` together give the runs
+        of both lists (a structured run has one target or the other).
     """
     axes: dict[str, list[Any]] = {}
     for raw_key, value in spec.items():
@@ -117,9 +128,17 @@ def expand_grid(spec: Mapping[str, Any]) -> list[RunConfig]:
         if not values:
             raise InvalidArgument(f"sweep option {raw_key!r} has an empty list of values")
         axes[key] = [coerce(key, v) for v in values]
+    # A structured run prunes to a channel sparsity or to a MACs target: with both lists, the
+    # runs of each (one axis of alternatives), not their product.
+    if "channel_sparsity" in axes and "macs_target" in axes:
+        axes[_STRUCTURED_TARGET] = [
+            {"channel_sparsity": v} for v in axes.pop("channel_sparsity")
+        ] + [{"macs_target": v} for v in axes.pop("macs_target")]
     configs: dict[str, RunConfig] = {}
     for combo in itertools.product(*axes.values()):
-        cfg = RunConfig.from_dict(dict(zip(axes, combo, strict=True))).normalized()
+        options = dict(zip(axes, combo, strict=True))
+        options.update(options.pop(_STRUCTURED_TARGET, {}))
+        cfg = RunConfig.from_dict(options).normalized()
         configs.setdefault(cfg.run_id(), cfg)
     return list(configs.values())
 
@@ -129,11 +148,19 @@ def result_row(result: Mapping[str, Any]) -> dict[str, Any]:
 
     ``timings`` become ``score_s``, ``train_s``, ...; ``layer_density`` becomes one
     ``density:<tensor>`` column per prunable tensor; ``collapsed_layers`` is joined with ``;``.
+    Structured runs' ``params`` and ``macs`` become ``params:dense``, ``params:pruned``, ...,
+    ``latency_ms`` becomes ``latency_ms:dense:1``, ... and ``speedup`` ``speedup:1``, ....
     """
     row: dict[str, Any] = {}
     for key, value in result.items():
         if isinstance(value, bool | int | float | str) or value is None:
             row[key] = value
+    for key in ("params", "macs", "speedup"):
+        for which, value in result.get(key, {}).items():
+            row[f"{key}:{which}"] = value
+    for which, by_batch in result.get("latency_ms", {}).items():
+        for batch, value in by_batch.items():
+            row[f"latency_ms:{which}:{batch}"] = value
     row.update(result.get("timings", {}))
     row["collapsed_layers"] = ";".join(result.get("collapsed_layers", []))
     for name, density in result.get("layer_density", {}).items():
@@ -228,10 +255,14 @@ def run_sweep(
                 tensorboard=None if tensorboard is None else str(Path(tensorboard) / run_id),
             )
             counts["done"] += 1
+            reached = (
+                f"MACs kept {result['macs_kept']:.4f}"
+                if result.get("structured")
+                else f"sparsity {result['actual_sparsity']:.4f}"
+            )
             log(
                 f"[{index}/{len(configs)}] {run_id}: test accuracy "
-                f"{result['test_accuracy']:.4f} at sparsity {result['actual_sparsity']:.4f} "
-                f"({time.perf_counter() - start:.1f} s)"
+                f"{result['test_accuracy']:.4f} at {reached} ({time.perf_counter() - start:.1f} s)"
             )
         if main:
             _append_row(out_dir, result_row(result))
