@@ -66,6 +66,8 @@ def _worker(rank, world, ports, tmp):
     torch.set_num_threads(1)
     import curvprune.experiment as experiment
     import curvprune.masks as masks
+    import curvprune.report as report
+    import curvprune.sweep as sweep
 
     real_report, real_write = masks.sparsity_report, experiment.atomic_write_text
 
@@ -89,7 +91,8 @@ def _worker(rank, world, ports, tmp):
         real_write(path, text)
 
     masks.sparsity_report = report_after_training
-    experiment.atomic_write_text = recording_write
+    for module in (experiment, sweep, report):  # each imported the function by name
+        module.atomic_write_text = recording_write
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = main([*PRUNE, "--out", f"{tmp}/run"])
