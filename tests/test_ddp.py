@@ -5,6 +5,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -236,3 +237,21 @@ def test_cuda_run_trains_in_bf16_and_scores_in_float32(tmp_path, capsys):
     assert result["device"].startswith("cuda")
     expected = "bf16-mixed" if torch.cuda.is_bf16_supported() else "float32"
     assert result["precision"] == expected and result["peak_memory_mb"] > 0
+
+
+@pytest.mark.parametrize(
+    "world, options, message",
+    [
+        (3, {"batch_size": 64}, "--batch-size 64 is the global batch and must be a multiple of"),
+        (2, {"batch_size": 64, "score_samples": 32}, "gives 1 scoring batch(es), fewer than"),
+    ],
+)
+def test_a_split_that_leaves_a_rank_without_data_is_refused_first(
+    monkeypatch, world, options, message
+):
+    import curvprune.experiment as experiment
+
+    monkeypatch.setattr(experiment.distributed, "world_size", lambda: world)
+    config = experiment.RunConfig(threads=1, device="cpu", epochs=0, **options)
+    with pytest.raises(InvalidArgument, match=re.escape(message)):
+        experiment.run_experiment(config, quiet=True)

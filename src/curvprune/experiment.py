@@ -645,19 +645,24 @@ class _Run:
         self.last_loss = result.loss
         return result.accuracy
 
+    def check_score_split(self) -> int:
+        """Scoring samples; error before any work if some rank would get no scoring batch."""
+        # Capped so that the default also works with --train-limit or a tiny dataset.
+        samples = min(self.cfg.score_samples, self.data.num_train)
+        count = -(-samples // self.cfg.batch_size)
+        _check(
+            count >= self.world,
+            f"--score-samples {samples} at --batch-size {self.cfg.batch_size} gives {count} "
+            f"scoring batch(es), fewer than the {self.world} ranks; raise --score-samples or "
+            "lower --batch-size",
+        )
+        return samples
+
     def score_batches(self) -> list:
         """This rank's scoring batches: every K-th of the single-process list, from the r-th."""
         if self._score_batches is None:
             cfg = self.cfg
-            # Capped so that the default also works with --train-limit or a tiny dataset.
-            samples = min(cfg.score_samples, self.data.num_train)
-            batches = self.data.scoring_batches(samples, cfg.batch_size)
-            _check(
-                len(batches) >= self.world,
-                f"--score-samples {samples} at --batch-size {cfg.batch_size} gives "
-                f"{len(batches)} scoring batch(es), fewer than the {self.world} ranks; raise "
-                "--score-samples or lower --batch-size",
-            )
+            batches = self.data.scoring_batches(self.check_score_split(), cfg.batch_size)
             fbs = cfg.fisher_batch_size
             if self.world > 1 and fbs and cfg.batch_size % fbs:
                 self.log(
@@ -863,6 +868,7 @@ def run_experiment(
     cfg = cfg.validate(strict=strict)
     wall = time.perf_counter()
     run = _Run(cfg, quiet=quiet, tensorboard=tensorboard, log=log)
+    run.check_score_split()
     run.log(
         f"run {cfg.run_id()}: {cfg.model} on {cfg.dataset}, {cfg.label()} at {cfg.at}, "
         f"{cfg.target_text()}, seed {cfg.seed}, device {run.device}"
