@@ -13,6 +13,7 @@ from curvprune.errors import CheckpointError, InvalidArgument
 from curvprune.schedules import gradual_plan, polynomial_sparsity
 from curvprune.training import (
     Trainer,
+    autocast_dtype,
     evaluate,
     open_tensorboard,
     resolve_device,
@@ -164,6 +165,19 @@ def test_evaluate_counts_top1_and_restores_mode():
     expected = nn.functional.cross_entropy(x, y).item()
     assert math.isclose(result.loss, expected, rel_tol=1e-6)
     assert model.training
+
+
+def test_bf16_autocast_trains_with_a_float32_loss():
+    """The mixed-precision path (bf16 on GPUs) also runs under CPU autocast."""
+    assert autocast_dtype(torch.device("cpu")) is None  # float32 everywhere on the CPU
+    model, data = tiny_model(), Batches()
+    before = evaluate(model, data).loss
+    stats = Trainer(model, data, epochs=20, lr=0.1, autocast=torch.bfloat16).train_all()
+    assert stats["samples"] == 20 * 5 * 16 and math.isfinite(stats["loss"])
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    mixed = evaluate(model, data, autocast=torch.bfloat16)
+    assert mixed.loss < before
+    assert mixed.loss == pytest.approx(evaluate(model, data).loss, rel=0.05)
 
 
 def test_resolve_device():
