@@ -7,7 +7,8 @@ import pytest
 from curvprune.cli import main
 from curvprune.data import load_data
 from curvprune.experiment import RunConfig
-from curvprune.structured import count_params_and_macs, load_pruned
+from curvprune.models import build_model
+from curvprune.structured import count_params_and_macs, load_pruned, save_pruned
 from curvprune.sweep import read_results, result_row
 from curvprune.training import evaluate
 
@@ -152,11 +153,15 @@ BAD_INPUTS = [
     (["prune", "--criterion", "taylor"], "add --structured"),
     (["sweep", *S[1:], "--sparsities", "0.5", "--out", "{tmp}"], "needs --channel-sparsity"),
     (["sweep", *S[1:], "--macs-targets", "0.5,2", "--out", "{tmp}"], "got 2.0"),
+    (["prune", "--at", "trained", "--checkpoint", "{tmp}/small.safetensors"], "load_pruned"),
 ]
 
 
 @pytest.mark.parametrize("argv, message", BAD_INPUTS, ids=[" ".join(a) for a, _ in BAD_INPUTS])
 def test_bad_input_exits_2_with_one_line(tmp_path, capsys, argv, message):
+    sizes = {"in_channels": 1, "num_classes": 10, "image_size": 8}
+    spec = {"model": "mlp", **sizes}
+    save_pruned(build_model("mlp", **sizes), tmp_path / "small.safetensors", spec=spec)
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     code, _, err = run(capsys, *argv, *FAST, "--epochs", 0)
     assert code == 2

@@ -115,6 +115,12 @@ def load_checkpoint(
             match the model.
     """
     state, metadata = read_checkpoint(path)
+    if metadata.get("format") == "curvprune-pruned":
+        raise CheckpointError(
+            f"{path} holds a model with channels removed (written by save_pruned, e.g. by "
+            "`prune --structured`): load it with curvprune.structured.load_pruned; this takes "
+            "dense or masked checkpoints"
+        )
     for key, want in (expect or {}).items():
         have = metadata.get(key)
         if have is not None and have != str(want):
