@@ -108,9 +108,12 @@ def summary_markdown(rows: Sequence[Mapping[str, str]]) -> str:
         f"{first.get('model', '?')} on {first.get('dataset', '?')}; {len(rows)} runs; "
         f"seeds {', '.join(seeds)}. Test top-1 accuracy (%) after the final epochs"
         + (", mean ± std over seeds" if len(seeds) > 1 else " (one seed: no spread to show)")
-        + "; **bold**: best in its column"
-        + ("; ch: channel sparsity, MACs: kept fraction of MACs targeted" * (targets[-1][0] > 0))
-        + ".",
+        + (
+            "; **bold**: best in its column; ch: channel sparsity, MACs: kept fraction of MACs "
+            "targeted."
+            if targets[-1][0] > 0
+            else "; **bold**: best at that sparsity."
+        ),
         "",
         header,
         rule,
