@@ -176,6 +176,7 @@ def test_two_gloo_ranks_train_with_identical_masks_and_rank0_writes(tmp_path):
     )
 
 
+@pytest.mark.slow  # a fresh interpreter imports torch
 def test_python_m_curvprune_under_a_single_process_torchrun_env(tmp_path):
     env = {**os.environ, **_torchrun_env(0, 1, _free_port()), "PYTHONWARNINGS": "ignore"}
     out = tmp_path / "run"

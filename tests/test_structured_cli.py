@@ -64,7 +64,6 @@ def test_macs_target_after_training_is_reached(tmp_path, capsys):
     )
 
 
-@pytest.mark.slow
 def test_convolutions_and_batchnorm_lose_channels_together(tmp_path, capsys):
     code, _, err = run(capsys, "prune", *FAST, "--model", "resnet20", "--train-limit", 128,
                        "--structured", "--channel-sparsity", 0.5, "--criterion", "l1",
