@@ -726,7 +726,7 @@ class _Run:
         Sets ``self.cost`` (parameters, MACs and CPU latency, dense and pruned: the fields of
         `StructuredResult.to_dict`) and ``self.dense_sizes`` (elements per prunable weight).
         """
-        from curvprune.structured import structured_run
+        from curvprune.structured import model_cost, structured_run
 
         cfg = self.cfg
         batches = _ProgressBatches(self.score_batches(), f"score {cfg.criterion}", self.progress)
@@ -742,8 +742,7 @@ class _Run:
                 example_inputs=batches[0][0][:1],
                 channel_sparsity=cfg.channel_sparsity,
                 macs_target=cfg.macs_target,
-                # timing is per process: one rank is enough, and the others would disturb it
-                latency_batch_sizes=LATENCY_BATCH_SIZES if self.main else (),
+                latency_batch_sizes=(),  # timed below, apart from scoring
                 global_pruning=cfg.scope == "global",
                 max_layer_sparsity=MAX_LAYER_SPARSITY,
                 iterative_steps=cfg.iterations or 1,
@@ -752,6 +751,15 @@ class _Run:
         finally:
             self.model.train(was_training)
         self.timings["score_s"] += time.perf_counter() - start
+        start = time.perf_counter()
+        if self.main:  # timing is per process: one rank is enough, others would disturb it
+            example = batches[0][0][:1]
+            result = dataclasses.replace(
+                result,
+                dense=model_cost(self.model, example, batch_sizes=LATENCY_BATCH_SIZES),
+                pruned=model_cost(result.model, example, batch_sizes=LATENCY_BATCH_SIZES),
+            )
+        self.timings["measure_s"] = time.perf_counter() - start
         self.model = result.model.train(was_training)
         self.cost = result.to_dict()
         self.cost["latency_ms"] = launch.broadcast_object(self.cost["latency_ms"])
