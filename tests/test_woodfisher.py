@@ -138,3 +138,9 @@ def test_iterated_woodfisher_recomputes_and_keeps_pruned_weights_out():
     assert result.rounds == 3 and result.sparsity == pytest.approx(0.5, abs=1 / 90)
     effective = model[1].weight
     assert torch.all(effective[~model[1].weight_mask.bool()] == 0)
+
+
+def test_memory_refusal_also_for_streams_of_unknown_length():
+    model, batches = CASES[0].build()
+    with pytest.raises(cp.InvalidArgument, match="WoodFisher needs about"):
+        inverse_fisher_blocks(model, None, iter(batches), ["1.weight"], max_memory="1KiB")

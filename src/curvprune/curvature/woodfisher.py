@@ -149,25 +149,28 @@ def _check_positive(name: str, value, kind=float) -> None:
         raise InvalidArgument(f"{name} must be a positive {kind.__name__}, got {value!r}")
 
 
-def _check_fits(model, batches, names, num_grads, fisher_batch_size, max_memory) -> None:
-    """Refuse, with the estimate, gradients that would not fit the memory budget."""
-    params = dict(model.named_parameters())
-    weights = sum(params[n].numel() for n in names)
-    if num_grads is None:
-        if not hasattr(batches, "__len__"):
-            return  # a stream of unknown length: checked as the gradients arrive
-        samples = sum(len(b[0]) for b in batches) if isinstance(batches, (list, tuple)) else None
-        if samples is None:
-            return
-        num_grads = -(-samples // fisher_batch_size)
-    need = num_grads * weights * 4 + 8 * min(num_grads, DEFAULT_BLOCK_SIZE) ** 2
-    budget = available_memory() if max_memory is None else parse_memory(max_memory)
+def _gradient_bytes(num_grads: int, weights: int) -> int:
+    """Stored gradients (float32) plus one block's float64 work matrix."""
+    return num_grads * weights * 4 + 8 * min(num_grads, DEFAULT_BLOCK_SIZE) ** 2
+
+
+def _refuse(need: int, budget: int, num_grads: int, weights: int) -> None:
     if need > budget:
         raise InvalidArgument(
             f"WoodFisher needs about {need / 2**30:.1f} GiB for {num_grads} gradients of "
             f"{weights:,} weights, more than the {budget / 2**30:.1f} GiB budget; lower "
             "num_grads, prune fewer tensors per call (prunable=...), or raise max_memory"
         )
+
+
+def _expected_grads(batches, num_grads: int | None, fisher_batch_size: int) -> int | None:
+    """Gradients the call will hold on every rank (all ranks' together), if knowable upfront."""
+    if num_grads is not None:
+        return num_grads
+    if not isinstance(batches, (list, tuple)):
+        return None  # a stream: checked as the gradients arrive
+    samples = distributed.sum_count(sum(len(b[0]) for b in batches))
+    return -(-samples // fisher_batch_size)
 
 
 def inverse_fisher_blocks(
@@ -202,7 +205,12 @@ def inverse_fisher_blocks(
     if num_grads is not None:
         _check_positive("num_grads", num_grads, int)
     loss_fn = default_loss(loss_fn)
-    _check_fits(model, batches, names, num_grads, fisher_batch_size, max_memory)
+    params = dict(model.named_parameters())
+    weights = sum(params[n].numel() for n in names)
+    budget = available_memory() if max_memory is None else parse_memory(max_memory)
+    expected = _expected_grads(batches, num_grads, fisher_batch_size)
+    if expected is not None:
+        _refuse(_gradient_bytes(expected, weights), budget, expected, weights)
     collected: dict[str, list[Tensor]] = {n: [] for n in names}
     have = 0
     with preserved(model):
@@ -220,9 +228,12 @@ def inverse_fisher_blocks(
             for n in names:
                 collected[n].append(grads[n][:take].detach().reshape(take, -1))
             have += take
+            # every rank ends up holding all ranks' gradients
+            _refuse(
+                _gradient_bytes(have * distributed.world_size(), weights), budget, have, weights
+            )
             if num_grads is not None and have >= num_grads:
                 break
-    params = dict(model.named_parameters())
     grads = {
         n: torch.cat(v) if v else params[n].new_zeros((0, params[n].numel()))
         for n, v in collected.items()
