@@ -194,3 +194,14 @@ def test_bad_numeric_options_are_rejected():
         cp.prune(model, "magnitude", batches, sparsity=0.5, scope="per-layer")
     with pytest.raises(cp.InvalidArgument, match="iterations"):
         cp.prune(model, "magnitude", batches, sparsity=0.5, iterations=0)
+
+
+def test_make_permanent_folds_masks_into_plain_weights():
+    from curvprune.masks import make_permanent
+
+    model, batches = CASES[0].build()
+    result = cp.prune(model, "magnitude", batches, sparsity=0.5)
+    assert sorted(make_permanent(model)) == ["1.weight", "3.weight"]
+    assert not torch_prune.is_pruned(model)
+    assert {n for n, _ in model.named_parameters()} == {"1.weight", "1.bias", "3.weight", "3.bias"}
+    assert torch.all(model[1].weight[~result.masks["1.weight"]] == 0)

@@ -726,8 +726,10 @@ class _Run:
         Sets ``self.cost`` (parameters, MACs and CPU latency, dense and pruned: the fields of
         `StructuredResult.to_dict`) and ``self.dense_sizes`` (elements per prunable weight).
         """
+        from curvprune.masks import make_permanent
         from curvprune.structured import model_cost, structured_run
 
+        make_permanent(self.model)  # a masked checkpoint: its zeros become plain weights
         cfg = self.cfg
         batches = _ProgressBatches(self.score_batches(), f"score {cfg.criterion}", self.progress)
         self.dense_sizes = _weight_sizes(self.model)

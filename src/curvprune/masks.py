@@ -180,3 +180,22 @@ def sparsity_report(model: nn.Module, prunable=None) -> SparsityReport:
         total += n
     collapsed = [n for n, d in density.items() if d == 0]
     return SparsityReport(1 - kept / total, density, collapsed)
+
+
+def make_permanent(model: nn.Module) -> list[str]:
+    """Fold every `torch.nn.utils.prune` mask into its weight (``prune.remove``), in place.
+
+    The pruned weights stay zero but become ordinary parameters, as structured pruning and
+    export need. Returns the names of the tensors that were masked.
+    """
+    done = []
+    for mod_name, module in model.named_modules():
+        hooks = [
+            h
+            for h in module._forward_pre_hooks.values()
+            if isinstance(h, torch_prune.BasePruningMethod)
+        ]
+        for hook in hooks:
+            torch_prune.remove(module, hook._tensor_name)
+            done.append(f"{mod_name}.{hook._tensor_name}" if mod_name else hook._tensor_name)
+    return done

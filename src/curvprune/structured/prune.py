@@ -97,7 +97,7 @@ def _check_model(model: object) -> nn.Module:
     if masked:
         raise InvalidArgument(
             f"the model carries torch.nn.utils.prune masks ({masked[0]}); structured pruning "
-            "needs plain weights: call torch.nn.utils.prune.remove(module, 'weight') first"
+            "needs plain weights: call curvprune.masks.make_permanent(model) first"
         )
     if not any(p.requires_grad for p in model.parameters()):
         raise InvalidArgument("the model has no trainable parameters to prune")
