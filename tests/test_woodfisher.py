@@ -144,3 +144,15 @@ def test_memory_refusal_also_for_streams_of_unknown_length():
     model, batches = CASES[0].build()
     with pytest.raises(cp.InvalidArgument, match="WoodFisher needs about"):
         inverse_fisher_blocks(model, None, iter(batches), ["1.weight"], max_memory="1KiB")
+
+
+def test_renamed_blocks_keep_their_factors_for_the_update():
+    model, batches = CASES[0].build()
+    blocks = inverse_fisher_blocks(model, None, batches, ["1.weight"], block_size=30)
+    diag = blocks.diag()
+    assert blocks._cache  # factors from diag are kept
+    moved = blocks.renamed({"1.weight": "w"})
+    assert set(k[0] for k in moved._cache) == {"w"}
+    u = {"w": torch.ones(6, 12, dtype=DT)}
+    torch.testing.assert_close(moved.solve(u)["w"], blocks.solve({"1.weight": u["w"]})["1.weight"])
+    torch.testing.assert_close(moved.diag()["w"], diag["1.weight"])

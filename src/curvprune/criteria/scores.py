@@ -185,40 +185,18 @@ def oba_scores(model, weights, batches, loss_fn, *, normalize="none", add_magnit
 
 
 def woodfisher_blocks(
-    model,
-    weights,
-    batches,
-    loss_fn,
-    *,
-    dampening=DEFAULT_DAMPENING,
-    block_size=DEFAULT_BLOCK_SIZE,
-    num_grads=None,
-    fisher_batch_size=1,
-    chunk_size=None,
-    max_memory=None,
+    model, weights, batches, loss_fn, **options
 ) -> tuple[dict[str, Tensor], InverseFisherBlocks, dict[str, Tensor]]:
-    """WoodFisher scores θ_q² / (2 [F⁻¹]_qq), with the blocks and diag(F⁻¹) by weight name."""
-    blocks = inverse_fisher_blocks(
-        model,
-        loss_fn,
-        batches,
-        [w.param_name for w in weights.values()],
-        dampening=dampening,
-        block_size=block_size,
-        num_grads=num_grads,
-        fisher_batch_size=fisher_batch_size,
-        chunk_size=chunk_size,
-        max_memory=max_memory,
-    )
+    """WoodFisher scores θ_q² / (2 [F⁻¹]_qq), with the blocks and diag(F⁻¹) by weight name.
+
+    `options` are `woodfisher_scores`'s, passed on to `inverse_fisher_blocks`.
+    """
+    names = [w.param_name for w in weights.values()]
+    blocks = inverse_fisher_blocks(model, loss_fn, batches, names, **options)
     by_param = blocks.diag()
     diag = _at(weights, by_param)
     # key the blocks by weight name too, so the OBS update speaks the same names
-    blocks = InverseFisherBlocks(
-        grads={n: blocks.grads[w.param_name] for n, w in weights.items()},
-        shapes={n: blocks.shapes[w.param_name] for n, w in weights.items()},
-        dampening=blocks.dampening,
-        block_size=blocks.block_size,
-    )
+    blocks = blocks.renamed({w.param_name: n for n, w in weights.items()})
     scores = {
         n: (t.to(torch.float64) ** 2 / (2 * diag[n])).to(t.dtype)
         for n, t in _theta(weights).items()

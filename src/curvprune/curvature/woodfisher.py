@@ -55,6 +55,17 @@ class InverseFisherBlocks:
     _cache: dict = field(default_factory=dict, repr=False)
     _cached_bytes: int = field(default=0, repr=False)
 
+    def renamed(self, names: Mapping[str, str]) -> InverseFisherBlocks:
+        """The same blocks under new tensor names (old -> new), cached factors included."""
+        return InverseFisherBlocks(
+            grads={names[n]: g for n, g in self.grads.items()},
+            shapes={names[n]: s for n, s in self.shapes.items()},
+            dampening=self.dampening,
+            block_size=self.block_size,
+            _cache={(names[n], start): f for (n, start), f in self._cache.items()},
+            _cached_bytes=self._cached_bytes,
+        )
+
     @property
     def num_grads(self) -> int:
         return next(iter(self.grads.values())).shape[0]
