@@ -148,3 +148,12 @@ def test_cuda_without_a_gpu_is_a_user_error(capsys):
         pytest.skip("a GPU is present")
     code, _, err = run(capsys, "prune", "--device", "cuda")
     assert code == 2 and "no CUDA device is available" in err
+
+
+def test_every_criterion_option_has_a_cli_flag():
+    """The registry is the source of truth; the run config must expose all its options."""
+    from curvprune import CRITERIA
+    from curvprune.experiment import CRITERION_OPTIONS
+
+    registry = {o for c in CRITERIA.values() for o in (*c.options, *c.channel_options)}
+    assert registry - {"seed"} <= set(CRITERION_OPTIONS)  # seed is the run's own --seed
