@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor, nn
 
 from curvprune.errors import InvalidArgument, InvalidType
@@ -155,9 +154,3 @@ def check_param_dict(
             )
         out[name] = t.to(device=params[name].device, dtype=params[name].dtype)
     return out
-
-
-def zeros_like_params(params: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    return {
-        n: torch.zeros_like(p, memory_format=torch.contiguous_format) for n, p in params.items()
-    }
