@@ -21,8 +21,8 @@ import torch
 from torch import nn
 
 import curvprune as cp
+from curvprune._core.params import prunable_weights
 from curvprune.curvature.woodfisher import InverseFisherBlocks, inverse_fisher_blocks
-from curvprune.params import prunable_weights
 
 
 def cifar_cnn(batchnorm: bool) -> nn.Module:

@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from bench_curvature import cifar_cnn  # noqa: E402
 
 import curvprune as cp  # noqa: E402
-from curvprune.memory import peak_memory_bytes  # noqa: E402
+from curvprune._core.memory import peak_memory_bytes  # noqa: E402
 
 
 def _data(samples=256, batch=64):

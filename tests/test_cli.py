@@ -153,7 +153,7 @@ def test_cuda_without_a_gpu_is_a_user_error(capsys):
 def test_every_criterion_option_has_a_cli_flag():
     """The registry is the source of truth; the run config must expose all its options."""
     from curvprune import CRITERIA
-    from curvprune.experiment import CRITERION_OPTIONS
+    from curvprune.experiments.config import CRITERION_OPTIONS
 
     registry = {o for c in CRITERIA.values() for o in (*c.options, *c.channel_options)}
     assert registry - {"seed"} <= set(CRITERION_OPTIONS)  # seed is the run's own --seed

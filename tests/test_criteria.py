@@ -7,7 +7,7 @@ from cases import CASE_IDS, CASES, DT
 from torch import nn
 
 import curvprune as cp
-from curvprune.params import prunable_weights
+from curvprune._core.params import prunable_weights
 
 RTOL, ATOL = 1e-7, 1e-12
 

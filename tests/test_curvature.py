@@ -237,7 +237,7 @@ def test_chunked_per_sample_gradients_equal_unchunked(case, chunk_size):
 
 
 def test_memory_budget_chooses_a_chunk_size_and_sizes_parse():
-    from curvprune.memory import auto_chunk_size, parse_memory, per_sample_bytes
+    from curvprune._core.memory import auto_chunk_size, parse_memory, per_sample_bytes
 
     model, batches = CASES[1].build()
     x = batches[0][0]

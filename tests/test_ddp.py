@@ -15,11 +15,11 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from curvprune import launch
 from curvprune.checkpoint import load_checkpoint
 from curvprune.cli import _print_error, main
 from curvprune.data import load_data
 from curvprune.errors import InvalidArgument
+from curvprune.experiments import launch
 from curvprune.models import build_model
 from curvprune.structured import load_pruned
 from curvprune.training import evaluate
@@ -65,10 +65,10 @@ def _worker(rank, world, ports, tmp):
     """One rank of ``torchrun --nproc-per-node 2 -m curvprune prune ...``, instrumented."""
     os.environ.update(_torchrun_env(rank, world, ports[0]))
     torch.set_num_threads(1)
-    import curvprune.experiment as experiment
-    import curvprune.masks as masks
-    import curvprune.report as report
-    import curvprune.sweep as sweep
+    import curvprune.experiments.regimes as experiment
+    import curvprune.experiments.report as report
+    import curvprune.experiments.sweep as sweep
+    import curvprune.pruning.masks as masks
 
     real_report, real_write = masks.sparsity_report, experiment.atomic_write_text
 
@@ -250,9 +250,11 @@ def test_cuda_run_trains_in_bf16_and_scores_in_float32(tmp_path, capsys):
 def test_a_split_that_leaves_a_rank_without_data_is_refused_first(
     monkeypatch, world, options, message
 ):
-    import curvprune.experiment as experiment
+    import curvprune._core.distributed as distributed
+    from curvprune.experiments.config import RunConfig
+    from curvprune.experiments.regimes import run_experiment
 
-    monkeypatch.setattr(experiment.distributed, "world_size", lambda: world)
-    config = experiment.RunConfig(threads=1, device="cpu", epochs=0, **options)
+    monkeypatch.setattr(distributed, "world_size", lambda: world)
+    config = RunConfig(threads=1, device="cpu", epochs=0, **options)
     with pytest.raises(InvalidArgument, match=re.escape(message)):
-        experiment.run_experiment(config, quiet=True)
+        run_experiment(config, quiet=True)

@@ -9,7 +9,7 @@ from torch import nn
 from torch.nn.utils import prune as torch_prune
 
 import curvprune as cp
-from curvprune.pruning import round_sparsities
+from curvprune.pruning.oneshot import round_sparsities
 
 
 def _scores():
@@ -197,7 +197,7 @@ def test_bad_numeric_options_are_rejected():
 
 
 def test_make_permanent_folds_masks_into_plain_weights():
-    from curvprune.masks import make_permanent
+    from curvprune.pruning.masks import make_permanent
 
     model, batches = CASES[0].build()
     result = cp.prune(model, "magnitude", batches, sparsity=0.5)

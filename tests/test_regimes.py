@@ -6,7 +6,8 @@ import torch
 import curvprune
 from curvprune.checkpoint import load_checkpoint
 from curvprune.errors import CheckpointError, InvalidArgument
-from curvprune.experiment import RunConfig, run_experiment, train_dense
+from curvprune.experiments.config import RunConfig
+from curvprune.experiments.regimes import run_experiment, train_dense
 from curvprune.models import build_model
 
 # Small and fast: 1437 digits, 64 per batch, a few hundred scoring samples, one thread.

@@ -6,10 +6,10 @@ import pytest
 
 from curvprune.cli import main
 from curvprune.data import load_data
-from curvprune.experiment import RunConfig
+from curvprune.experiments.config import RunConfig
+from curvprune.experiments.sweep import read_results, result_row
 from curvprune.models import build_model
 from curvprune.structured import count_params_and_macs, load_pruned, save_pruned
-from curvprune.sweep import read_results, result_row
 from curvprune.training import evaluate
 
 FAST = [

@@ -10,11 +10,17 @@ import time
 
 import pytest
 
-import curvprune.sweep as sweep_mod
+import curvprune.experiments.sweep as sweep_mod
 from curvprune.errors import DataError, InvalidArgument
-from curvprune.experiment import RunConfig
-from curvprune.report import build_report, summary_markdown
-from curvprune.sweep import expand_grid, load_sweep_file, read_results, result_row, run_sweep
+from curvprune.experiments.config import RunConfig
+from curvprune.experiments.report import build_report, summary_markdown
+from curvprune.experiments.sweep import (
+    expand_grid,
+    load_sweep_file,
+    read_results,
+    result_row,
+    run_sweep,
+)
 
 
 def fake_result(cfg, accuracy=None):

@@ -10,13 +10,13 @@ from torch.nn.utils import prune as torch_prune
 
 from curvprune.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from curvprune.errors import CheckpointError, InvalidArgument
-from curvprune.schedules import gradual_plan, polynomial_sparsity
+from curvprune.experiments.launch import resolve_device
+from curvprune.pruning.schedules import gradual_plan, polynomial_sparsity
 from curvprune.training import (
     Trainer,
     autocast_dtype,
     evaluate,
     open_tensorboard,
-    resolve_device,
     seed_everything,
 )
 

@@ -9,8 +9,8 @@ from cases import CASES, DT
 from torch import nn
 
 import curvprune as cp
+from curvprune._core.params import prunable_weights
 from curvprune.curvature.woodfisher import inverse_fisher_blocks, obs_update
-from curvprune.params import prunable_weights
 
 
 def dense_blocks(model, batches, names, block_size, lam, num_grads=None):

@@ -7,7 +7,6 @@ pruning that physically removes channels and heads (`prune_channels`, `save_prun
 """
 
 from curvprune._version import __version__
-from curvprune.batchnorm import bn_warmup
 from curvprune.criteria import CRITERIA, Criterion, score
 from curvprune.curvature import (
     empirical_fisher_diag,
@@ -22,8 +21,9 @@ from curvprune.errors import (
     InvalidArgument,
     InvalidType,
 )
-from curvprune.masks import select_masks, sparsity_report
-from curvprune.pruning import PruneResult, prune
+from curvprune.pruning.batchnorm import bn_warmup
+from curvprune.pruning.masks import select_masks, sparsity_report
+from curvprune.pruning.oneshot import PruneResult, prune
 from curvprune.structured import (
     channel_scores,
     count_params_and_macs,

@@ -5,7 +5,8 @@ a traceback: `CurvpruneError` from anywhere in the library, argparse's own error
 on the user's paths. Anything else is a bug and keeps its traceback.
 
 Under ``torchrun`` (``RANK``, ``WORLD_SIZE``, ... in the environment) ``train``, ``prune`` and
-``sweep`` join the process group for the command's duration (`curvprune.launch`); only rank 0
+``sweep`` join the process group for the command's duration
+(`curvprune.experiments.launch`); only rank 0
 prints results. Errors that every rank would raise alike (bad options) print on rank 0 only;
 errors raised while the ranks run together print on each rank that raises them, tagged.
 
@@ -23,9 +24,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from curvprune import launch
 from curvprune._version import __version__
 from curvprune.errors import CurvpruneError, InvalidArgument
+from curvprune.experiments import launch
 
 __all__ = ["build_parser", "main"]
 
@@ -35,7 +36,7 @@ _D = None  # filled lazily: RunConfig() for the defaults shown in --help
 def _defaults():
     global _D
     if _D is None:
-        from curvprune.experiment import RunConfig
+        from curvprune.experiments.config import RunConfig
 
         _D = RunConfig()
     return _D
@@ -296,7 +297,7 @@ def _log(quiet: bool):
 def _cmd_list(args: argparse.Namespace) -> None:
     from curvprune import CRITERIA
     from curvprune.data import DATASETS
-    from curvprune.experiment import REGIMES
+    from curvprune.experiments.config import REGIMES
     from curvprune.models import MODELS
 
     def tags(c: Any) -> str:
@@ -324,7 +325,8 @@ def _cmd_list(args: argparse.Namespace) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
-    from curvprune.experiment import RunConfig, train_dense
+    from curvprune.experiments.config import RunConfig
+    from curvprune.experiments.regimes import train_dense
 
     cfg = RunConfig.from_dict(_run_options(args)).validate(pruning=False)
     quiet = getattr(args, "quiet", False)
@@ -345,7 +347,8 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 
 def _cmd_prune(args: argparse.Namespace) -> None:
-    from curvprune.experiment import RunConfig, run_experiment
+    from curvprune.experiments.config import RunConfig
+    from curvprune.experiments.regimes import run_experiment
 
     cfg = RunConfig.from_dict(_run_options(args)).validate()
     quiet = getattr(args, "quiet", False)
@@ -385,8 +388,8 @@ def _cmd_prune(args: argparse.Namespace) -> None:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> None:
-    from curvprune.report import build_report
-    from curvprune.sweep import GRID_ALIASES, expand_grid, load_sweep_file, run_sweep
+    from curvprune.experiments.report import build_report
+    from curvprune.experiments.sweep import GRID_ALIASES, expand_grid, load_sweep_file, run_sweep
 
     spec: dict[str, Any] = {}
     if getattr(args, "config", None):
@@ -421,7 +424,7 @@ def _cmd_sweep(args: argparse.Namespace) -> None:
 
 def _one_device(configs: Sequence[Any]) -> str:
     """The device of a sweep's runs; under torchrun they must share one process group."""
-    from curvprune.training import resolve_device
+    from curvprune.experiments.launch import resolve_device
 
     kinds = {resolve_device(c.device).type for c in configs}
     if len(kinds) > 1 and launch.torchrun_env() is not None:
@@ -432,7 +435,7 @@ def _one_device(configs: Sequence[Any]) -> str:
 
 
 def _cmd_report(args: argparse.Namespace) -> None:
-    from curvprune.report import build_report
+    from curvprune.experiments.report import build_report
 
     print(build_report(args.dir), end="")
 

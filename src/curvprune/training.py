@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from curvprune import distributed
+from curvprune._core import distributed
 from curvprune.errors import InvalidArgument
 
 __all__ = [
@@ -33,7 +33,6 @@ __all__ = [
     "evaluate",
     "open_tensorboard",
     "progress_bar",
-    "resolve_device",
     "seed_everything",
 ]
 
@@ -50,25 +49,6 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
-
-
-def resolve_device(name: str) -> torch.device:
-    """Turn ``auto``, ``cpu`` or ``cuda`` (optionally ``cuda:N``) into a `torch.device`.
-
-    Raises:
-        InvalidArgument: For an unknown name, or ``cuda`` on a machine without a usable GPU.
-    """
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cpu":
-        return torch.device("cpu")
-    if name == "cuda" or name.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            raise InvalidArgument(
-                f"--device {name}: no CUDA device is available here; use --device cpu or auto"
-            )
-        return torch.device(name)
-    raise InvalidArgument(f"unknown --device {name!r}; valid: auto, cpu, cuda, cuda:N")
 
 
 def progress_bar(iterable: Iterable, *, total: int | None, desc: str, enabled: bool) -> Iterable:

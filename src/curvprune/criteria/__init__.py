@@ -1,230 +1,26 @@
-"""The criteria registry and `score`: one place that lists every criterion.
+"""Pruning criteria: per-weight scores, per-channel scores, and the registry that lists both.
 
-`CRITERIA` maps a name to a `Criterion`; the CLI's ``list``, its error messages, the README's
-table, `score` / `prune` (per-weight scores) and `curvprune.structured.prune_channels`
-(per-channel scores) all read it.
+`CRITERIA` (in `curvprune.criteria.registry`) maps a name to a `Criterion`; `score` computes a
+criterion's per-weight scores. The per-channel terms in `curvprune.criteria.channel` reuse the
+per-weight terms of `curvprune.criteria.scores`.
 """
 
-from __future__ import annotations
+from curvprune.criteria.registry import (
+    CRITERIA,
+    OPTIONS,
+    Criterion,
+    Option,
+    check_options,
+    get_criterion,
+    score,
+)
 
-import inspect
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-
-import torch
-from torch import Tensor, nn
-
-from curvprune.criteria import scores as s
-from curvprune.curvature.gradient import LossFn, default_loss
-from curvprune.errors import InvalidArgument
-from curvprune.params import Selector, prunable_weights
-from curvprune.state import preserved
-
-# after `scores`: the channel functions import `curvprune.criteria.scores` themselves
-from curvprune.structured import importance as ch  # noqa: E402  isort: skip
-
-
-@dataclass(frozen=True)
-class Criterion:
-    """A pruning criterion.
-
-    Attributes:
-        name: registry key.
-        description: one line for ``curvprune list`` and the docs.
-        weight_score: per-weight score function (see `curvprune.criteria.scores`), or None if
-            the criterion is only structured.
-        data_free: needs no data beyond the input shape.
-        default_iterations: rounds of score → prune that `prune` runs by default.
-        channel_score: per-channel score function for `prune_channels` (see
-            `curvprune.structured.importance`), or None if the criterion is only unstructured.
-    """
-
-    name: str
-    description: str
-    weight_score: Callable | None
-    data_free: bool = False
-    default_iterations: int = 1
-    channel_score: Callable | None = None
-
-    @property
-    def options(self) -> tuple[str, ...]:
-        """Keyword options of the per-weight scores (of the channel scores if structured only)."""
-        if self.weight_score is None:
-            return self.channel_options
-        return _keyword_only(self.weight_score)
-
-    @property
-    def channel_options(self) -> tuple[str, ...]:
-        """Keyword options of the channel scores (empty if not structured)."""
-        return () if self.channel_score is None else _keyword_only(self.channel_score)
-
-    @property
-    def unstructured(self) -> bool:
-        return self.weight_score is not None
-
-    @property
-    def structured(self) -> bool:
-        return self.channel_score is not None
-
-
-def _keyword_only(fn: Callable) -> tuple[str, ...]:
-    params = inspect.signature(fn).parameters.values()
-    return tuple(p.name for p in params if p.kind is p.KEYWORD_ONLY)
-
-
-CRITERIA: dict[str, Criterion] = {
-    c.name: c
-    for c in [
-        Criterion(
-            "random",
-            "uniform random scores (baseline)",
-            s.random_scores,
-            data_free=True,
-            channel_score=ch.random_channel,
-        ),
-        Criterion("magnitude", "|θ| (baseline)", s.magnitude_scores, data_free=True),
-        Criterion("snip", "|θ⊙g|, SNIP connection sensitivity", s.snip_scores),
-        Criterion("grasp", "θ⊙(Hg), GraSP gradient-flow preservation", s.grasp_scores),
-        Criterion(
-            "synflow",
-            "|θ|⊙∂R/∂|θ|, data-free SynFlow (100 rounds by default)",
-            s.synflow_scores,
-            data_free=True,
-            default_iterations=100,
-        ),
-        Criterion(
-            "fisher",
-            "½θ²⊙F, OBD with the empirical Fisher diagonal",
-            s.fisher_scores,
-            channel_score=ch.fisher_channel,
-        ),
-        Criterion(
-            "fts",
-            "|θ⊙g + ½θ²⊙F|, Fisher-Taylor sensitivity",
-            s.fts_scores,
-            channel_score=ch.fts_channel,
-        ),
-        Criterion("hp", "½θ²⊙D, OBD with the Hutchinson Hessian diagonal", s.hp_scores),
-        Criterion(
-            "hts",
-            "|θ⊙g + ½θ²⊙D|, Hutchinson-Taylor sensitivity",
-            s.hts_scores,
-            channel_score=ch.hts_channel,
-        ),
-        Criterion(
-            "oba",
-            "|θ⊙(Hθ)|, Optimal Brain Apoptosis",
-            s.oba_scores,
-            channel_score=ch.oba_channel,
-        ),
-        Criterion(
-            "woodfisher",
-            "θ²/(2[F⁻¹]qq), WoodFisher block inverse Fisher (OBS update in prune)",
-            s.woodfisher_scores,
-        ),
-        # structured only: channel scores for prune_channels
-        Criterion(
-            "taylor",
-            "|Σ θ⊙g| over each channel's weights, first-order Taylor (structured only)",
-            None,
-            channel_score=ch.taylor_channel,
-        ),
-        Criterion(
-            "l1",
-            "Σ|θ| over each channel's weights (structured only)",
-            None,
-            data_free=True,
-            channel_score=ch.l1_channel,
-        ),
-    ]
-}
-
-
-def get_criterion(name: str, *, structured: bool = False) -> Criterion:
-    """The registered criterion, or an error listing the known ones.
-
-    Args:
-        name: registry key.
-        structured: the caller needs channel scores (`prune_channels`) rather than per-weight
-            scores (`score`, `prune`); a criterion without them is an error that says which
-            function to use instead.
-    """
-    if not isinstance(name, str) or name not in CRITERIA:
-        raise InvalidArgument(f"unknown criterion {name!r}; known criteria: {', '.join(CRITERIA)}")
-    crit = CRITERIA[name]
-    if structured and not crit.structured:
-        hint = "; for channels use 'l1', the L1 norm of each channel's weights" * (
-            name == "magnitude"
-        )
-        channel = ", ".join(n for n, c in CRITERIA.items() if c.structured)
-        raise InvalidArgument(
-            f"criterion {name!r} is unstructured only{hint}; structured criteria: {channel}"
-        )
-    if not structured and not crit.unstructured:
-        raise InvalidArgument(f"criterion {name!r} is structured only; use prune_channels")
-    return crit
-
-
-def check_options(criterion: Criterion, options: dict, *, structured: bool = False) -> None:
-    """Reject options the criterion does not take, naming the ones it does."""
-    accepted = criterion.channel_options if structured else criterion.options
-    unknown = sorted(set(options) - set(accepted))
-    if unknown:
-        takes = ", ".join(accepted) or "no options"
-        raise InvalidArgument(
-            f"criterion {criterion.name!r} does not take {', '.join(unknown)}; it takes: {takes}"
-        )
-
-
-def _reiterable(batches: Iterable) -> Iterable:
-    """A list if `batches` is a one-shot iterator (criteria may pass over the data twice)."""
-    return list(batches) if iter(batches) is batches else batches
-
-
-def check_finite(scores: dict[str, Tensor], criterion: str) -> None:
-    for name, t in scores.items():
-        bad = (~torch.isfinite(t)).sum().item()
-        if bad:
-            raise InvalidArgument(
-                f"criterion {criterion!r} gave {bad} non-finite scores (NaN or inf) for "
-                f"tensor {name!r}; check the model's weights, the data and the loss"
-            )
-
-
-def score(
-    model: nn.Module,
-    criterion: str,
-    batches: Iterable,
-    *,
-    loss_fn: LossFn | None = None,
-    prunable: Selector = None,
-    **options,
-) -> dict[str, Tensor]:
-    """Scores for the prunable weights: higher = keep.
-
-    Args:
-        model: the network; its parameters, modes and buffers are left unchanged.
-        criterion: a name from `CRITERIA`.
-        batches: iterable of ``(inputs, targets)``; the objective is the mean per-sample loss.
-        loss_fn: batch-mean loss; None for cross-entropy.
-        prunable: None (the weight of every Linear and Conv1d/2d/3d), weight names, or a
-            predicate ``f(name, module)``.
-        **options: the criterion's options (see ``CRITERIA[name].options``).
-
-    Returns:
-        ``{weight name: scores}`` shaped like each weight. For weights already pruned with
-        `torch.nn.utils.prune`, the name is the weight's own (``"fc.weight"``, not
-        ``"fc.weight_orig"``).
-    """
-    crit = get_criterion(criterion)
-    check_options(crit, options)
-    weights = prunable_weights(model, prunable)
-    batches = _reiterable(batches)
-    with preserved(model):
-        result = crit.weight_score(model, weights, batches, default_loss(loss_fn), **options)
-    result = {n: t.detach() for n, t in result.items()}
-    check_finite(result, criterion)
-    return result
-
-
-__all__ = ["CRITERIA", "Criterion", "check_options", "get_criterion", "score"]
+__all__ = [
+    "CRITERIA",
+    "OPTIONS",
+    "Criterion",
+    "Option",
+    "check_options",
+    "get_criterion",
+    "score",
+]

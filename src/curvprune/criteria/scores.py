@@ -1,7 +1,7 @@
 """Per-weight pruning scores: higher score = keep.
 
 Each function takes ``(model, weights, batches, loss_fn, **options)``, with `weights` the
-prunable weights (`curvprune.params.PrunableWeight` by name), and returns ``{name: score}``
+prunable weights (`curvprune._core.params.PrunableWeight` by name), and returns ``{name: score}``
 shaped like each weight. θ is the effective weight (zero where already pruned), g = ∇L,
 F the empirical Fisher diagonal, D the Hutchinson diagonal, H the Hessian of L. In Hg and Hθ,
 g and θ are the prunable weights' parts, zero on every other parameter (the perturbation that
@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 from torch.func import functional_call
 
-from curvprune.batches import first_batch
+from curvprune._core.batches import first_batch
 from curvprune.curvature.fisher import empirical_fisher_diag
 from curvprune.curvature.gradient import loss_gradient
 from curvprune.curvature.hessian import _hutchinson, hessian_vector_product

@@ -7,11 +7,11 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor, nn
 
-from curvprune import distributed
+from curvprune._core import distributed
+from curvprune._core.params import trainable_parameters
+from curvprune._core.state import preserved
 from curvprune.curvature.gradient import LossFn, default_loss
 from curvprune.curvature.per_sample import chunk_gradients
-from curvprune.params import trainable_parameters
-from curvprune.state import preserved
 
 
 def empirical_fisher_diag(

@@ -7,11 +7,11 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import Tensor, nn
 
-from curvprune import distributed
-from curvprune.batches import iter_batches
+from curvprune._core import distributed
+from curvprune._core.batches import iter_batches
+from curvprune._core.params import trainable_parameters
+from curvprune._core.state import preserved
 from curvprune.errors import InvalidArgument
-from curvprune.params import trainable_parameters
-from curvprune.state import preserved
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 

@@ -12,12 +12,12 @@ from collections.abc import Iterable, Mapping
 import torch
 from torch import Tensor, nn
 
-from curvprune import distributed
-from curvprune.batches import iter_batches
+from curvprune._core import distributed
+from curvprune._core.batches import iter_batches
+from curvprune._core.params import check_param_dict, trainable_parameters
+from curvprune._core.state import preserved
 from curvprune.curvature.gradient import LossFn, batch_loss, default_loss
 from curvprune.errors import InvalidArgument
-from curvprune.params import check_param_dict, trainable_parameters
-from curvprune.state import preserved
 
 
 def _hvp_pass(

@@ -29,10 +29,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
-from curvprune.batches import iter_batches, rechunk
+from curvprune._core.batches import iter_batches, rechunk
+from curvprune._core.memory import auto_chunk_size, parse_memory
 from curvprune.curvature.gradient import LossFn, batch_loss
 from curvprune.errors import InvalidArgument
-from curvprune.memory import auto_chunk_size, parse_memory
 
 # (samples in the piece, samples per chunk): a batch splits into at most two pieces, the full
 # chunks and the final short chunk of the stream.

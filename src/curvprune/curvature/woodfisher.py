@@ -21,12 +21,12 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from curvprune import distributed
+from curvprune._core import distributed
+from curvprune._core.memory import available_memory, parse_memory
+from curvprune._core.state import preserved
 from curvprune.curvature.gradient import LossFn, default_loss
 from curvprune.curvature.per_sample import chunk_gradients
 from curvprune.errors import InvalidArgument
-from curvprune.memory import available_memory, parse_memory
-from curvprune.state import preserved
 
 DEFAULT_DAMPENING = 1e-5
 DEFAULT_BLOCK_SIZE = 2000

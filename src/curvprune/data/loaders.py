@@ -256,6 +256,15 @@ class TensorLoader(_EpochOrder):
                 x = self.transform(x, gen)
             yield x, self.targets[idx]
 
+    def eval_shard(self, rank: int, world_size: int) -> TensorLoader:
+        """Samples ``rank, rank + K, ...`` in stored order: an exact partition of the data."""
+        return TensorLoader(
+            self.inputs[rank::world_size],
+            self.targets[rank::world_size],
+            batch_size=self.batch_size,
+            transform=self.transform,
+        )
+
 
 class SeededSampleDataset(Dataset):
     """A map-style dataset of ``(path, label)`` image files with a per-sample seeded transform.
@@ -345,3 +354,9 @@ class StreamLoader(_EpochOrder):
             pin_memory=torch.cuda.is_available(),
         )
         yield from loader
+
+    def eval_shard(self, rank: int, world_size: int) -> StreamLoader:
+        """Samples ``rank, rank + K, ...`` in stored order: an exact partition of the data."""
+        ds = self.dataset
+        subset = SeededSampleDataset(ds.samples[rank::world_size], ds.transform, ds.loader)
+        return StreamLoader(subset, batch_size=self.batch_size, num_workers=self.num_workers)

@@ -2,7 +2,7 @@
 
 Torch-Pruning finds the *groups* (every layer slice coupled to one channel) and does the tensor
 surgery; curvprune supplies the *importance*. `ChannelImportance` reads one step's per-weight
-terms (`curvprune.structured.importance.ChannelTerms`, computed once per step) and sums them
+terms (`curvprune.criteria.channel.ChannelTerms`, computed once per step) and sums them
 over each dependency's slice, using the dependency's layer, direction and index mapping.
 """
 
@@ -19,8 +19,8 @@ import torch.nn.functional as F
 import torch_pruning as tp
 from torch import Tensor, nn
 
+from curvprune.criteria.channel import ChannelTerms
 from curvprune.errors import InvalidArgument
-from curvprune.structured.importance import ChannelTerms
 
 _CONV = nn.modules.conv._ConvNd
 _NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm)
@@ -120,7 +120,7 @@ class ChannelImportance(tp.importance.Importance):
 
     For each dependency (a layer, a direction and an index mapping) the layer's terms are
     summed per channel of the pruned dimension and added at the group's root channels; then the
-    criterion's reduction and normalization apply (see `curvprune.structured.importance`).
+    criterion's reduction and normalization apply (see `curvprune.criteria.channel`).
 
     Call `set_terms` before every pruning step: Torch-Pruning replaces parameter tensors when it
     prunes, so names are looked up again.

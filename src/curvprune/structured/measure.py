@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from curvprune.batches import model_device_dtype
+from curvprune._core.batches import model_device_dtype
 from curvprune.errors import InvalidArgument, InvalidType
 
 

@@ -14,11 +14,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from curvprune import criteria as registry
+from curvprune._core.batches import reiterable
+from curvprune._core.state import preserved
+from curvprune.criteria import registry
+from curvprune.criteria.channel import ChannelTerms, check_normalize
 from curvprune.curvature.gradient import LossFn, default_loss
 from curvprune.errors import InvalidArgument, InvalidType
-from curvprune.masks import check_sparsity
-from curvprune.state import preserved
+from curvprune.pruning.masks import check_sparsity
 from curvprune.structured.groups import (
     KNOWN_LAYERS,
     ChannelImportance,
@@ -29,7 +31,6 @@ from curvprune.structured.groups import (
     traceable,
     update_heads,
 )
-from curvprune.structured.importance import ChannelTerms, check_normalize
 from curvprune.structured.measure import as_inputs, count_params_and_macs
 
 
@@ -97,7 +98,7 @@ def _check_model(model: object) -> nn.Module:
     if masked:
         raise InvalidArgument(
             f"the model carries torch.nn.utils.prune masks ({masked[0]}); structured pruning "
-            "needs plain weights: call curvprune.masks.make_permanent(model) first"
+            "needs plain weights: call curvprune.pruning.masks.make_permanent(model) first"
         )
     if not any(p.requires_grad for p in model.parameters()):
         raise InvalidArgument("the model has no trainable parameters to prune")
@@ -182,7 +183,7 @@ def _plan(
     return _Plan(
         criterion=crit,
         options=dict(options),
-        batches=None if batches is None else registry._reiterable(batches),
+        batches=None if batches is None else reiterable(batches),
         loss_fn=default_loss(loss_fn),
         example_inputs=inputs,
         ignored=_module_names(model, ignored_layers),

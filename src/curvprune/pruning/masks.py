@@ -17,8 +17,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import prune as torch_prune
 
+from curvprune._core.params import DEFAULT_PRUNABLE_TYPES, PrunableWeight, prunable_weights
 from curvprune.errors import InvalidArgument
-from curvprune.params import DEFAULT_PRUNABLE_TYPES, PrunableWeight, prunable_weights
 
 SCOPES = ("global", "layerwise")
 

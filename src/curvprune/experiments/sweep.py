@@ -26,9 +26,11 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from curvprune import launch
 from curvprune.errors import InvalidArgument
-from curvprune.experiment import RunConfig, atomic_write_text, coerce, run_experiment
+from curvprune.experiments import launch
+from curvprune.experiments.config import RunConfig, coerce
+from curvprune.experiments.files import atomic_write_text
+from curvprune.experiments.regimes import run_experiment
 
 __all__ = [
     "GRID_ALIASES",

@@ -8,8 +8,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from curvprune.criteria import (
-    _reiterable,
+from curvprune._core.batches import reiterable
+from curvprune._core.params import Selector, prunable_weights
+from curvprune._core.state import preserved
+from curvprune.criteria.registry import (
     check_finite,
     check_options,
     get_criterion,
@@ -18,7 +20,7 @@ from curvprune.criteria.scores import woodfisher_blocks
 from curvprune.curvature.gradient import LossFn, default_loss
 from curvprune.curvature.woodfisher import obs_update
 from curvprune.errors import InvalidArgument
-from curvprune.masks import (
+from curvprune.pruning.masks import (
     apply_masks,
     check_min_density,
     check_scope,
@@ -26,8 +28,6 @@ from curvprune.masks import (
     select_masks,
     sparsity_report,
 )
-from curvprune.params import Selector, prunable_weights
-from curvprune.state import preserved
 
 
 @dataclass
@@ -111,7 +111,7 @@ def prune(
         )
     update = criterion == "woodfisher" and update_weights is not False
     names = list(prunable_weights(model, prunable))
-    batches = _reiterable(batches)
+    batches = reiterable(batches)
     loss_fn = default_loss(loss_fn)
 
     scores: dict[str, Tensor] = {}

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from curvprune.errors import InvalidArgument
-from curvprune.masks import check_sparsity
+from curvprune.pruning.masks import check_sparsity
 
 __all__ = ["PruneStep", "gradual_plan", "polynomial_sparsity"]
 

@@ -86,3 +86,8 @@ def first_batch(batches: Iterable, model: nn.Module) -> Batch:
     for batch in iter_batches(batches, model):
         return batch
     raise InvalidArgument("batches is empty: pass at least one (inputs, targets) batch")
+
+
+def reiterable(batches: Iterable) -> Iterable:
+    """A list if `batches` is a one-shot iterator (criteria may pass over the data twice)."""
+    return list(batches) if iter(batches) is batches else batches

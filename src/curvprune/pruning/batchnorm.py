@@ -7,8 +7,8 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from curvprune import distributed
-from curvprune.batches import iter_batches
+from curvprune._core import distributed
+from curvprune._core.batches import iter_batches
 from curvprune.errors import InvalidArgument
 
 

@@ -17,8 +17,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from curvprune.errors import DataError
-from curvprune.experiment import atomic_write_text
-from curvprune.sweep import DENSITY_PREFIX, read_results
+from curvprune.experiments.files import atomic_write_text
+from curvprune.experiments.sweep import DENSITY_PREFIX, read_results
 
 __all__ = ["SETTING_COLUMNS", "build_report", "summary_markdown"]
 

@@ -18,12 +18,12 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
+from curvprune._core.params import trainable_parameters
 from curvprune.criteria.scores import with_temperature
 from curvprune.curvature.fisher import empirical_fisher_diag
 from curvprune.curvature.gradient import loss_gradient
 from curvprune.curvature.hessian import _hutchinson, hessian_vector_product
 from curvprune.errors import InvalidArgument
-from curvprune.params import trainable_parameters
 
 #: How a channel's per-weight terms become its score. "layer_abs": Σ over the group's layers of
 #: |Σ over the layer's slice| (OBA); "abs": |Σ over the whole group|; "sum": Σ over the group

@@ -7,7 +7,7 @@ each rank on ``cuda:LOCAL_RANK``) and leaves it at exit. Everything else here is
 single process, so a run calls these helpers unconditionally.
 
 What keeps ranks in step: every rank builds the same model from the same seed, the core
-estimators combine their sums over ranks (`curvprune.distributed`), so scores and masks are
+estimators combine their sums over ranks (`curvprune._core.distributed`), so scores and masks are
 identical everywhere; `DistributedDataParallel` averages gradients; `sync_buffers` copies rank
 0's BatchNorm statistics after training, so evaluation, scoring and the saved model agree.
 """
@@ -24,9 +24,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from curvprune.distributed import gather_rows, rank, world_size
+from curvprune._core.distributed import gather_rows, rank, world_size
 from curvprune.errors import CurvpruneError, InvalidArgument
-from curvprune.training import resolve_device
 
 __all__ = [
     "backend",
@@ -38,6 +37,7 @@ __all__ = [
     "mask_digest",
     "max_over_ranks",
     "process_group",
+    "resolve_device",
     "run_device",
     "shard_eval",
     "sync_buffers",
@@ -45,6 +45,25 @@ __all__ = [
 ]
 
 _ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
+
+
+def resolve_device(name: str) -> torch.device:
+    """Turn ``auto``, ``cpu`` or ``cuda`` (optionally ``cuda:N``) into a `torch.device`.
+
+    Raises:
+        InvalidArgument: For an unknown name, or ``cuda`` on a machine without a usable GPU.
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name == "cuda" or name.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise InvalidArgument(
+                f"--device {name}: no CUDA device is available here; use --device cpu or auto"
+            )
+        return torch.device(name)
+    raise InvalidArgument(f"unknown --device {name!r}; valid: auto, cpu, cuda, cuda:N")
 
 
 def torchrun_env() -> tuple[int, int, int] | None:
@@ -227,18 +246,6 @@ def shard_eval(loader: Any) -> Any:
     """
     if world_size() == 1:
         return loader
-    from curvprune.data.loaders import SeededSampleDataset, StreamLoader, TensorLoader
-
-    r, k = rank(), world_size()
-    if isinstance(loader, TensorLoader):
-        return TensorLoader(
-            loader.inputs[r::k],
-            loader.targets[r::k],
-            batch_size=loader.batch_size,
-            transform=loader.transform,
-        )
-    if isinstance(loader, StreamLoader):
-        ds = loader.dataset
-        subset = SeededSampleDataset(ds.samples[r::k], ds.transform, ds.loader)
-        return StreamLoader(subset, batch_size=loader.batch_size, num_workers=loader.num_workers)
-    raise TypeError(f"cannot shard a {type(loader).__name__} across ranks")
+    if not hasattr(loader, "eval_shard"):
+        raise TypeError(f"cannot shard a {type(loader).__name__} across ranks")
+    return loader.eval_shard(rank(), world_size())

@@ -1,0 +1,148 @@
+"""Criterion options, declared once: name, type, help, valid values.
+
+Every keyword-only argument of a score function (per weight or per channel) is an `Option`
+here. The CLI's flags and their help, the YAML keys of a sweep and the fields of
+`curvprune.experiments.config.RunConfig` are all derived from `OPTIONS`; which criteria take
+an option, and each criterion's default, come from the score functions' signatures (see
+`curvprune.criteria.registry.Criterion.defaults`). ``seed`` is not listed: a run passes its
+own seed to the criteria that draw random numbers.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from curvprune._core.memory import parse_memory
+from curvprune.errors import InvalidArgument
+
+
+@dataclass(frozen=True)
+class Option:
+    """One criterion option.
+
+    Attributes:
+        name: keyword argument name; the CLI flag is ``--`` plus the name with dashes.
+        type: ``int``, ``float``, ``str`` or ``bool``.
+        help: one line for ``--help`` (the criteria that take it are appended there).
+        choices: the valid values of a ``str`` option, or None for any.
+        positive: the value must be > 0.
+        memory_only: bounds memory without changing the scores (kept out of run ids and labels).
+        size: a memory size such as ``8GiB`` (validated with `parse_memory`).
+    """
+
+    name: str
+    type: type
+    help: str
+    choices: tuple[str, ...] | None = None
+    positive: bool = False
+    memory_only: bool = False
+    size: bool = False
+
+    @property
+    def flag(self) -> str:
+        """The CLI flag, e.g. ``--num-probes``."""
+        return "--" + self.name.replace("_", "-")
+
+    def check(self, value: Any, *, as_flag: bool = False) -> Any:
+        """Return `value` if valid for this option; else raise naming it and the rule.
+
+        Args:
+            value: the value given; None (the criterion's default) is always valid.
+            as_flag: name the option as its CLI flag (``--num-probes``), not as the keyword.
+
+        Raises:
+            InvalidArgument: a value of the wrong type, not positive, or not a valid choice.
+        """
+        if value is None:
+            return value
+        name = self.flag if as_flag else self.name
+        numeric = self.type in (int, float)
+        if (
+            isinstance(value, bool)
+            and self.type is not bool
+            or (numeric and not isinstance(value, (int, float)))
+        ):
+            raise InvalidArgument(f"{name} expects {self.type.__name__}, got {value!r}")
+        if self.type is int and isinstance(value, float) and not value.is_integer():
+            raise InvalidArgument(f"{name} expects an integer, got {value!r}")
+        if numeric and self.positive and not (math.isfinite(value) and value > 0):
+            raise InvalidArgument(f"{name} must be > 0, got {value}")
+        if self.choices is not None and value not in self.choices:
+            raise InvalidArgument(
+                f"{name} must be one of {', '.join(self.choices)}, got {value!r}"
+            )
+        if self.size:
+            try:
+                parse_memory(value)
+            except InvalidArgument:
+                raise InvalidArgument(
+                    f"{name} {value!r} is not a size such as 8GiB, 512MB or 2000000000 (bytes)"
+                ) from None
+        return value
+
+
+OPTIONS: dict[str, Option] = {
+    o.name: o
+    for o in [
+        Option("num_probes", int, "Hutchinson probes per scoring batch", positive=True),
+        Option(
+            "temperature",
+            float,
+            "softmax temperature T: the loss sees logits / T (1 = plain loss)",
+            positive=True,
+        ),
+        Option("dampening", float, "λ added to the Fisher's diagonal", positive=True),
+        Option("block_size", int, "WoodFisher block size (weights per block)", positive=True),
+        Option(
+            "num_grads",
+            int,
+            "gradients in the WoodFisher Fisher (default: one per scoring sample)",
+            positive=True,
+        ),
+        Option("fisher_batch_size", int, "examples per Fisher gradient", positive=True),
+        Option(
+            "normalize",
+            str,
+            "divide the scores by their max, mean or sum (per tensor; per group for channels)",
+            choices=("none", "max", "mean", "sum"),
+        ),
+        Option("add_magnitude", bool, "add |θ| to the (normalized) scores"),
+        Option(
+            "variant",
+            str,
+            "original: the method's own code; pai_code: as the FTS/HTS repositories ran it",
+            choices=("original", "pai_code"),
+        ),
+        Option(
+            "chunk_size",
+            int,
+            "samples per per-sample-gradient pass (default: a whole batch, or what fits "
+            "--max-memory)",
+            positive=True,
+            memory_only=True,
+        ),
+        Option(
+            "max_memory",
+            str,
+            "memory budget such as 8GiB: chooses --chunk-size; WoodFisher refuses, with its "
+            "estimate, what would not fit",
+            memory_only=True,
+            size=True,
+        ),
+    ]
+}
+
+#: Keyword arguments of score functions that are not `OPTIONS`: a run supplies them itself.
+RUN_SUPPLIED = ("seed",)
+
+
+def get_option(name: str) -> Option:
+    """The declared option, or an error listing the declared ones."""
+    if name not in OPTIONS:
+        raise InvalidArgument(f"unknown criterion option {name!r}; known: {', '.join(OPTIONS)}")
+    return OPTIONS[name]
+
+
+__all__ = ["OPTIONS", "RUN_SUPPLIED", "Option", "get_option"]

@@ -1,0 +1,264 @@
+"""The regimes: when a run prunes relative to training, and the result dict it returns.
+
+`run_experiment` executes one pruning run in one of the regimes of `REGIMES` (``init``,
+``early``, ``trained``, ``gradual``); `train_dense` trains without pruning (the ``train``
+command). Both return a JSON-ready dict and, given ``out_dir``, write ``out_dir/result.json``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from curvprune._version import __version__
+from curvprune.checkpoint import save_checkpoint
+from curvprune.experiments import launch
+from curvprune.experiments.config import REGIMES, RunConfig
+from curvprune.experiments.files import atomic_write_text
+from curvprune.experiments.runner import Run, weight_sizes
+
+__all__ = ["REGIMES", "run_experiment", "train_dense"]
+
+
+def _restores_threads(fn: Callable) -> Callable:
+    """``--threads`` applies to one run: give the caller its thread count back afterwards."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        threads = torch.get_num_threads()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            torch.set_num_threads(threads)
+
+    return wrapper
+
+
+@_restores_threads
+def run_experiment(
+    cfg: RunConfig,
+    *,
+    out_dir: str | os.PathLike | None = None,
+    save_model: bool = False,
+    quiet: bool = False,
+    tensorboard: str | None = None,
+    log: Callable[[str], None] | None = None,
+    strict: bool = True,
+) -> dict[str, Any]:
+    """Run one pruning experiment and return its result dict.
+
+    Regimes: ``init`` prunes the freshly initialized model (after `bn_warmup` with
+    ``bn_warmup=True``); ``early`` trains ``prune_after`` epochs first, with one learning-rate
+    schedule over ``prune_after + epochs``; ``trained`` loads ``checkpoint`` or trains
+    ``pretrain_epochs``, prunes, then fine-tunes ``epochs`` on a fresh schedule; ``gradual``
+    (optionally from a checkpoint) prunes on the cubic schedule while training, then trains
+    ``epochs`` more. ``accuracy_at_prune`` is measured once the target sparsity is reached,
+    ``test_accuracy`` after the final ``epochs``.
+
+    With ``cfg.structured`` (regimes ``init`` and ``trained``) whole channels go instead: the
+    model is replaced by a physically smaller copy (`curvprune.structured.structured_run`),
+    the result adds dense and pruned ``params``, ``macs`` and CPU ``latency_ms`` (batch sizes
+    1 and 64, median of 20 passes, the run's thread count), and ``model.safetensors`` is the
+    small model (`curvprune.structured.save_pruned`; reload with ``load_pruned``).
+
+    Under an initialized `torch.distributed` process group (``torchrun``), every rank calls
+    this with the same ``cfg``: training is data-parallel, scores and masks are identical on
+    all ranks, evaluation covers the whole test set, and only rank 0 logs and writes
+    ``out_dir``. Every rank returns the same dict.
+
+    Args:
+        cfg: The run's options.
+        out_dir: If given, ``result.json`` (and with ``save_model`` ``model.safetensors``) go
+            there.
+        save_model: Also save the pruned, trained model.
+        quiet: No progress bars and no log lines.
+        tensorboard: Log directory for TensorBoard scalars, or None.
+        log: Where progress lines go (default: stderr unless ``quiet``).
+        strict: Reject options that the regime or criterion would ignore.
+    """
+    from curvprune.pruning.masks import sparsity_report
+
+    cfg = cfg.validate(strict=strict)
+    wall = time.perf_counter()
+    run = Run(cfg, quiet=quiet, tensorboard=tensorboard, log=log)
+    run.check_score_split()
+    run.log(
+        f"run {cfg.run_id()}: {cfg.model} on {cfg.dataset}, {cfg.label()} at {cfg.at}, "
+        f"{cfg.target_text()}, seed {cfg.seed}, device {run.device}"
+    )
+    dense_accuracy = None
+    if cfg.at == "init":
+        if cfg.bn_warmup:
+            run.bn_warmup()
+        run.prune_to_target()
+        trainer = run.trainer(cfg.epochs)
+    elif cfg.at == "early":
+        trainer = run.trainer(cfg.prune_after + cfg.epochs)
+        run.train(trainer, until=cfg.prune_after)
+        run.prune(cfg.sparsity)
+    elif cfg.at == "trained":
+        dense_accuracy = run.load_or_pretrain()
+        run.prune_to_target()
+        trainer = run.trainer(cfg.epochs)
+    else:  # gradual
+        dense_accuracy = run.load_or_pretrain()
+        plan = cfg.plan()
+        trainer = run.trainer(plan[-1].epoch + cfg.epochs)
+        reached = 0.0
+        for step in plan:
+            run.train(trainer, until=step.epoch)
+            # Steps that would not raise sparsity (e.g. s_i = 0 at the start) cost a scoring
+            # pass for nothing, so skip them.
+            if step.sparsity > reached:
+                run.prune(step.sparsity)
+                reached = step.sparsity
+    accuracy_at_prune = run.evaluate("at prune")
+    steps_before = trainer.step
+    run.train(trainer)
+    # With --epochs 0 the model is unchanged since the last evaluation: don't evaluate twice.
+    test_accuracy = run.evaluate("final") if trainer.step > steps_before else accuracy_at_prune
+    launch.check_same_on_all_ranks(run.model)
+    if cfg.structured:
+        kept = weight_sizes(run.model)
+        num_prunable = sum(run.dense_sizes.values())
+        layer_density = {n: kept[n] / size for n, size in run.dense_sizes.items()}
+        actual = 1 - sum(kept.values()) / num_prunable
+        collapsed = [n for n, d in layer_density.items() if d == 0]
+    else:
+        report = sparsity_report(run.model)
+        actual, layer_density, collapsed = report.sparsity, report.layer_density, report.collapsed
+        num_prunable = sum(
+            int(b.numel()) for n, b in run.model.named_buffers() if n.endswith("_mask")
+        )
+    run.timings["total_s"] = time.perf_counter() - wall
+    if run.writer is not None:
+        run.writer.close()
+
+    result = {
+        "run_id": cfg.run_id(),
+        "label": cfg.label(),
+        "model": cfg.model,
+        "dataset": cfg.dataset,
+        "criterion": cfg.criterion,
+        "at": cfg.at,
+        "scope": cfg.scope,
+        "bn_warmup": cfg.bn_warmup,
+        "prune_after": cfg.prune_after if cfg.at == "early" else None,
+        "sparsity": None if cfg.structured else cfg.sparsity,
+        "actual_sparsity": float(actual),
+        "structured": cfg.structured,
+        **(run.cost if cfg.structured else {}),
+        "seed": cfg.seed,
+        "epochs": cfg.epochs,
+        "test_accuracy": test_accuracy,
+        "test_loss": run.last_loss,
+        "accuracy_at_prune": accuracy_at_prune,
+        "dense_accuracy": dense_accuracy,
+        "num_prunable": num_prunable,
+        "num_collapsed": len(collapsed),
+        "collapsed_layers": list(collapsed),
+        "layer_density": {k: float(v) for k, v in layer_density.items()},
+        "timings": {k: round(v, 4) for k, v in run.timings.items()},
+        **run.execution(),
+        "versions": {"curvprune": __version__, "torch": torch.__version__},
+        "config": cfg.to_dict(),
+    }
+    run.log(
+        f"  done: test accuracy {test_accuracy:.4f} at sparsity {actual:.4f} "
+        f"(score {run.timings['score_s']:.2f} s, train {run.timings['train_s']:.2f} s)"
+    )
+    if out_dir is not None and run.main:
+        if save_model and cfg.structured:
+            _save_structured(run, Path(out_dir) / "model.safetensors")
+        elif save_model:
+            save_checkpoint(
+                run.model,
+                Path(out_dir) / "model.safetensors",
+                metadata=_checkpoint_metadata(cfg, run),
+            )
+        atomic_write_text(Path(out_dir) / "result.json", json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def _save_structured(run: Run, path: Path) -> None:
+    """The smaller model itself (`save_pruned`), in eval mode; `load_pruned` rebuilds it."""
+    from curvprune.structured import save_pruned
+
+    info = run.data.info
+    spec = {
+        "model": run.cfg.model,
+        "in_channels": info.in_channels,
+        "num_classes": info.num_classes,
+        "image_size": info.image_size,
+    }
+    was_training = run.model.training
+    run.model.eval()
+    try:
+        save_pruned(run.model, path, spec=spec)
+    finally:
+        run.model.train(was_training)
+
+
+@_restores_threads
+def train_dense(
+    cfg: RunConfig,
+    *,
+    out_dir: str | os.PathLike | None = None,
+    quiet: bool = False,
+    tensorboard: str | None = None,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Train ``cfg.model`` densely for ``cfg.epochs``; write ``model.safetensors`` and
+    ``result.json`` to ``out_dir`` if given. The checkpoint feeds ``--at trained``."""
+    cfg = cfg.validate(pruning=False)
+    wall = time.perf_counter()
+    run = Run(cfg, quiet=quiet, tensorboard=tensorboard, log=log)
+    run.log(
+        f"train {cfg.model} on {cfg.dataset} for {cfg.epochs:g} epochs, seed {cfg.seed}, "
+        f"device {run.device}"
+    )
+    trainer = run.trainer(cfg.epochs)
+    run.train(trainer)
+    accuracy = run.evaluate("final")
+    run.timings["total_s"] = time.perf_counter() - wall
+    if run.writer is not None:
+        run.writer.close()
+    result = {
+        "model": cfg.model,
+        "dataset": cfg.dataset,
+        "seed": cfg.seed,
+        "epochs": cfg.epochs,
+        "test_accuracy": accuracy,
+        "test_loss": run.last_loss,
+        "num_params": sum(p.numel() for p in run.model.parameters()),
+        "timings": {k: round(v, 4) for k, v in run.timings.items()},
+        **run.execution(),
+        "versions": {"curvprune": __version__, "torch": torch.__version__},
+        "config": cfg.to_dict(),
+    }
+    if out_dir is not None and run.main:
+        save_checkpoint(
+            run.model, Path(out_dir) / "model.safetensors", metadata=_checkpoint_metadata(cfg, run)
+        )
+        atomic_write_text(Path(out_dir) / "result.json", json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def _checkpoint_metadata(cfg: RunConfig, run: Run) -> dict[str, str]:
+    info = run.data.info
+    return {
+        "format": "curvprune",
+        "curvprune_version": __version__,
+        "model": cfg.model,
+        "dataset": cfg.dataset,
+        "in_channels": str(info.in_channels),
+        "num_classes": str(info.num_classes),
+        "image_size": str(info.image_size),
+    }
