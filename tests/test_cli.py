@@ -150,10 +150,28 @@ def test_cuda_without_a_gpu_is_a_user_error(capsys):
     assert code == 2 and "no CUDA device is available" in err
 
 
-def test_every_criterion_option_has_a_cli_flag():
-    """The registry is the source of truth; the run config must expose all its options."""
-    from curvprune import CRITERIA
-    from curvprune.experiments.config import CRITERION_OPTIONS
+def test_every_criterion_option_has_a_cli_flag_from_its_declaration():
+    """argparse itself: each option a criterion takes is a flag with its declared help/choices."""
+    import argparse
 
-    registry = {o for c in CRITERIA.values() for o in (*c.options, *c.channel_options)}
-    assert registry - {"seed"} <= set(CRITERION_OPTIONS)  # seed is the run's own --seed
+    from curvprune import CRITERIA
+    from curvprune.cli import build_parser
+    from curvprune.criteria import OPTIONS
+    from curvprune.criteria.options import RUN_SUPPLIED
+    from curvprune.experiments.config import RunConfig
+
+    taken = {o for c in CRITERIA.values() for o in (*c.options, *c.channel_options)}
+    assert taken - set(RUN_SUPPLIED) <= set(OPTIONS)
+    commands = build_parser()._subparsers._group_actions[0].choices
+    for command in ("prune", "sweep"):
+        actions = {a.dest: a for a in commands[command]._actions}
+        for name, opt in OPTIONS.items():
+            action = actions[name]
+            assert opt.flag in action.option_strings
+            assert action.help.startswith(opt.help)
+            assert all(c in action.help for c, crit in CRITERIA.items() if name in crit.options)
+            if opt.type is bool:
+                assert isinstance(action, argparse.BooleanOptionalAction)
+            else:
+                assert action.type is opt.type and action.choices == opt.choices
+    assert set(OPTIONS) <= set(RunConfig.keys())  # and the run configuration has a field each

@@ -115,6 +115,9 @@ def _add_run_options(p: argparse.ArgumentParser, *, pruning: bool) -> None:
         help=f"training examples used for scoring, at most the training set "
         f"(default {d.score_samples})",
     )
+    g.add_argument(
+        "--iterations", type=int, help="prune in this many rounds (any criterion; synflow: 100)"
+    )
     g.add_argument("--at", help=f"regime: init, early, trained or gradual (default {d.at})")
     g.add_argument(
         "--bn-warmup",
@@ -175,36 +178,27 @@ def _add_run_options(p: argparse.ArgumentParser, *, pruning: bool) -> None:
         help="kept fraction of the dense MACs, in (0, 1]: prune until at most F are left "
         "(in --iterations rounds)",
     )
+    _add_criterion_options(p)
+
+
+def _add_criterion_options(p: argparse.ArgumentParser) -> None:
+    """One flag per declared criterion option (`curvprune.criteria.OPTIONS`), help included."""
+    from curvprune.criteria import OPTIONS
+    from curvprune.criteria.registry import criteria_taking
+
     g = p.add_argument_group("criterion options (each criterion takes some; default: its own)")
-    g.add_argument("--num-probes", type=int, help="Hutchinson probes (hp, hts)")
-    g.add_argument("--temperature", type=float, help="softmax temperature (hp, hts)")
-    g.add_argument("--dampening", type=float, help="Fisher dampening (woodfisher)")
-    g.add_argument("--block-size", type=int, help="WoodFisher block size")
-    g.add_argument("--num-grads", type=int, help="gradients in the Fisher (woodfisher)")
-    g.add_argument(
-        "--fisher-batch-size",
-        type=int,
-        help="examples per Fisher gradient (fisher, fts, woodfisher)",
-    )
-    g.add_argument("--normalize", help="oba: none or max (scores / their max per tensor)")
-    g.add_argument(
-        "--add-magnitude", action="store_true", help="oba: add |θ| to the scores (unstructured)"
-    )
-    g.add_argument(
-        "--iterations", type=int, help="prune in this many rounds (any criterion; synflow: 100)"
-    )
-    g.add_argument(
-        "--chunk-size",
-        type=int,
-        help="samples per per-sample-gradient pass (fisher, fts, woodfisher; default: all of "
-        "a batch, or what fits --max-memory)",
-    )
-    g.add_argument(
-        "--max-memory",
-        metavar="SIZE",
-        help="memory budget such as 8GiB: chooses --chunk-size; WoodFisher refuses, with its "
-        "estimate, what would not fit (fisher, fts, woodfisher; default: no chunking)",
-    )
+    for name, opt in OPTIONS.items():
+        takers = ", ".join(criteria_taking(name)) or "no criterion yet"
+        kwargs: dict[str, Any] = {"help": f"{opt.help} ({takers})", "dest": name}
+        if opt.type is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs["type"] = opt.type
+            if opt.choices is not None:
+                kwargs["choices"] = opt.choices
+            if opt.size:
+                kwargs["metavar"] = "SIZE"
+        g.add_argument(opt.flag, **kwargs)
 
 
 def _add_output_options(p: argparse.ArgumentParser, *, out_required: bool) -> None:

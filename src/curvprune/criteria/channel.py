@@ -9,7 +9,8 @@ entries at once: H θ is the Hessian times the full parameter vector.
 
 Each function returns a `ChannelTerms`; `curvprune.structured.groups.ChannelImportance` turns
 it into one score per channel of each group (higher = keep). These functions import nothing
-from Torch-Pruning, so the criteria registry can list them cheaply.
+from Torch-Pruning, so the criteria registry can list them cheaply; their formulas are the
+per-weight terms of `curvprune.criteria.terms`, shared with the per-weight scores.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from torch import Tensor
 
 from curvprune._core.params import trainable_parameters
 from curvprune.criteria.scores import with_temperature
+from curvprune.criteria.terms import first_order, hessian_term, obd, taylor_sensitivity
 from curvprune.curvature.fisher import empirical_fisher_diag
 from curvprune.curvature.gradient import loss_gradient
 from curvprune.curvature.hessian import _hutchinson, hessian_vector_product
@@ -76,7 +78,9 @@ def oba_channel(model, batches, loss_fn, *, normalize: str = "max") -> ChannelTe
     check_normalize(normalize)
     theta = _theta(model)
     h_theta = hessian_vector_product(model, loss_fn, batches, theta)
-    return ChannelTerms({n: t * h_theta[n] for n, t in theta.items()}, "layer_abs", normalize)
+    return ChannelTerms(
+        {n: hessian_term(t, h_theta[n]) for n, t in theta.items()}, "layer_abs", normalize
+    )
 
 
 def taylor_channel(model, batches, loss_fn, *, normalize: str = "none") -> ChannelTerms:
@@ -84,7 +88,7 @@ def taylor_channel(model, batches, loss_fn, *, normalize: str = "none") -> Chann
     check_normalize(normalize)
     theta = _theta(model)
     g = loss_gradient(model, loss_fn, batches)
-    return ChannelTerms({n: t * g[n] for n, t in theta.items()}, "abs", normalize)
+    return ChannelTerms({n: first_order(t, g[n]) for n, t in theta.items()}, "abs", normalize)
 
 
 def l1_channel(model, batches, loss_fn, *, normalize: str = "none") -> ChannelTerms:
@@ -114,7 +118,7 @@ def fisher_channel(
         chunk_size=chunk_size,
         max_memory=max_memory,
     )
-    return ChannelTerms({n: 0.5 * t * t * f[n] for n, t in theta.items()}, "sum", normalize)
+    return ChannelTerms({n: obd(t, f[n]) for n, t in theta.items()}, "sum", normalize)
 
 
 def fts_channel(
@@ -139,7 +143,7 @@ def fts_channel(
         chunk_size=chunk_size,
         max_memory=max_memory,
     )
-    terms = {n: (t * g[n] + 0.5 * t * t * f[n]).abs() for n, t in theta.items()}
+    terms = {n: taylor_sensitivity(t, g[n], f[n]) for n, t in theta.items()}
     return ChannelTerms(terms, "sum", normalize)
 
 
@@ -160,7 +164,7 @@ def hts_channel(
     d, g = _hutchinson(
         model, loss_fn, batches, num_probes=num_probes, seed=seed, with_gradient=True
     )
-    terms = {n: (t * g[n] + 0.5 * t * t * d[n]).abs() for n, t in theta.items()}
+    terms = {n: taylor_sensitivity(t, g[n], d[n]) for n, t in theta.items()}
     return ChannelTerms(terms, "sum", normalize)
 
 

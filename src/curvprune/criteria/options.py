@@ -70,9 +70,7 @@ class Option:
         if numeric and self.positive and not (math.isfinite(value) and value > 0):
             raise InvalidArgument(f"{name} must be > 0, got {value}")
         if self.choices is not None and value not in self.choices:
-            raise InvalidArgument(
-                f"{name} must be one of {', '.join(self.choices)}, got {value!r}"
-            )
+            raise InvalidArgument(f"{name} must be one of {', '.join(self.choices)}, got {value!r}")
         if self.size:
             try:
                 parse_memory(value)

@@ -17,6 +17,7 @@ from torch import Tensor
 from torch.func import functional_call
 
 from curvprune._core.batches import first_batch
+from curvprune.criteria.terms import first_order, hessian_term, obd, taylor_sensitivity
 from curvprune.curvature.fisher import empirical_fisher_diag
 from curvprune.curvature.gradient import loss_gradient
 from curvprune.curvature.hessian import _hutchinson, hessian_vector_product
@@ -68,7 +69,7 @@ def magnitude_scores(model, weights, batches, loss_fn):
 def snip_scores(model, weights, batches, loss_fn):
     """|θ ⊙ g| (SNIP's connection sensitivity)."""
     g = _at(weights, loss_gradient(model, loss_fn, batches))
-    return {n: (t * g[n]).abs() for n, t in _theta(weights).items()}
+    return {n: first_order(t, g[n]).abs() for n, t in _theta(weights).items()}
 
 
 def _restricted_hvp(model, weights, batches, loss_fn, vector: dict[str, Tensor]):
@@ -137,7 +138,7 @@ def fisher_scores(
 ):
     """½ θ² ⊙ F (Optimal Brain Damage with the empirical Fisher)."""
     f = _fisher(model, weights, batches, loss_fn, fisher_batch_size, chunk_size, max_memory)
-    return {n: 0.5 * t * t * f[n] for n, t in _theta(weights).items()}
+    return {n: obd(t, f[n]) for n, t in _theta(weights).items()}
 
 
 def fts_scores(
@@ -146,7 +147,7 @@ def fts_scores(
     """|θ ⊙ g + ½ θ² ⊙ F| (Fisher-Taylor Sensitivity)."""
     g = _at(weights, loss_gradient(model, loss_fn, batches))
     f = _fisher(model, weights, batches, loss_fn, fisher_batch_size, chunk_size, max_memory)
-    return {n: (t * g[n] + 0.5 * t * t * f[n]).abs() for n, t in _theta(weights).items()}
+    return {n: taylor_sensitivity(t, g[n], f[n]) for n, t in _theta(weights).items()}
 
 
 def _hutch(model, weights, batches, loss_fn, num_probes, seed, temperature):
@@ -160,13 +161,13 @@ def _hutch(model, weights, batches, loss_fn, num_probes, seed, temperature):
 def hp_scores(model, weights, batches, loss_fn, *, num_probes=10, seed=0, temperature=1.0):
     """½ θ² ⊙ D (Optimal Brain Damage with the Hutchinson diagonal)."""
     d, _ = _hutch(model, weights, batches, loss_fn, num_probes, seed, temperature)
-    return {n: 0.5 * t * t * d[n] for n, t in _theta(weights).items()}
+    return {n: obd(t, d[n]) for n, t in _theta(weights).items()}
 
 
 def hts_scores(model, weights, batches, loss_fn, *, num_probes=10, seed=0, temperature=1.0):
     """|θ ⊙ g + ½ θ² ⊙ D| (Hutchinson-Taylor Sensitivity)."""
     d, g = _hutch(model, weights, batches, loss_fn, num_probes, seed, temperature)
-    return {n: (t * g[n] + 0.5 * t * t * d[n]).abs() for n, t in _theta(weights).items()}
+    return {n: taylor_sensitivity(t, g[n], d[n]) for n, t in _theta(weights).items()}
 
 
 def oba_scores(model, weights, batches, loss_fn, *, normalize="none", add_magnitude=False):
@@ -177,7 +178,7 @@ def oba_scores(model, weights, batches, loss_fn, *, normalize="none", add_magnit
     h_theta = _restricted_hvp(model, weights, batches, loss_fn, theta)
     out = {}
     for n, t in theta.items():
-        s = (t * h_theta[n]).abs()
+        s = hessian_term(t, h_theta[n]).abs()
         if normalize == "max" and s.max() > 0:
             s = s / s.max()
         out[n] = s + t.abs() if add_magnitude else s
