@@ -21,17 +21,17 @@ from curvprune.criteria import CRITERIA
 from curvprune.curvature import hutchinson_diag, loss_gradient
 from curvprune.errors import CheckpointError, InvalidArgument, InvalidType
 from curvprune.models import build_model
+from curvprune.models.pruned import load_pruned
 from curvprune.models.vit import VisionTransformer
 from curvprune.structured import (
     channel_scores,
     count_params_and_macs,
     export_onnx,
-    load_pruned,
     prune_channels,
     prune_to_macs,
     save_pruned,
-    structured_run,
 )
+from curvprune.structured.run import structured_run
 
 DT = torch.float64
 RTOL, ATOL = 1e-7, 1e-12

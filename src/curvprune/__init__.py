@@ -1,19 +1,41 @@
 """curvprune: curvature-based neural-network pruning for PyTorch.
 
-Curvature estimators (`empirical_fisher_diag`, `hutchinson_diag`, `hessian_vector_product`),
-pruning scores from a registry of criteria (`CRITERIA`, `score`), masks applied with
-`torch.nn.utils.prune` (`prune`), BatchNorm re-estimation (`bn_warmup`), and structured
-pruning that physically removes channels and heads (`prune_channels`, `save_pruned`, ...).
+The public API, by layer (each layer imports only the ones above it in this list):
+
+- curvature: `empirical_fisher_diag`, `hutchinson_diag`, `hessian_vector_product`,
+  `loss_gradient`, and WoodFisher's `inverse_fisher_blocks` / `InverseFisherBlocks` /
+  `obs_update`;
+- criteria: `CRITERIA`, `Criterion`, `OPTIONS`, `score`;
+- pruning: `prune`, `PruneResult`, `select_masks`, `sparsity_report`, `make_permanent`,
+  `bn_warmup`, `prunable_weights`;
+- structured: `prune_channels`, `prune_to_macs`, `channel_scores`, `save_pruned`,
+  `load_pruned`, `export_onnx`, `count_params_and_macs`, `measure_latency`.
+
+Structured names load Torch-Pruning on first use, so ``import curvprune`` stays light.
+
+Example:
+    >>> import torch
+    >>> from torch import nn
+    >>> import curvprune as cp
+    >>> model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    >>> batches = [(torch.randn(16, 4), torch.randint(0, 2, (16,)))]
+    >>> result = cp.prune(model, "snip", batches, sparsity=0.5)
+    >>> result.sparsity
+    0.5
 """
 
+import importlib
+
+from curvprune._core.params import prunable_weights
 from curvprune._version import __version__
-from curvprune.criteria import CRITERIA, Criterion, score
+from curvprune.criteria import CRITERIA, OPTIONS, Criterion, score
 from curvprune.curvature import (
     empirical_fisher_diag,
     hessian_vector_product,
     hutchinson_diag,
     loss_gradient,
 )
+from curvprune.curvature.woodfisher import InverseFisherBlocks, inverse_fisher_blocks, obs_update
 from curvprune.errors import (
     CheckpointError,
     CurvpruneError,
@@ -21,32 +43,68 @@ from curvprune.errors import (
     InvalidArgument,
     InvalidType,
 )
-from curvprune.pruning.batchnorm import bn_warmup
-from curvprune.pruning.masks import select_masks, sparsity_report
-from curvprune.pruning.oneshot import PruneResult, prune
-from curvprune.structured import (
-    channel_scores,
-    count_params_and_macs,
-    export_onnx,
-    load_pruned,
-    measure_latency,
-    prune_channels,
-    prune_to_macs,
-    save_pruned,
-    structured_run,
+from curvprune.pruning import (
+    PruneResult,
+    bn_warmup,
+    make_permanent,
+    prune,
+    select_masks,
+    sparsity_report,
 )
 
+#: Structured names: public name -> module; imported on first access (PEP 562).
+_LAZY = {
+    "channel_scores": "curvprune.structured.prune",
+    "count_params_and_macs": "curvprune.structured.measure",
+    "export_onnx": "curvprune.structured.export",
+    "load_pruned": "curvprune.models.pruned",
+    "measure_latency": "curvprune.structured.measure",
+    "prune_channels": "curvprune.structured.prune",
+    "prune_to_macs": "curvprune.structured.prune",
+    "save_pruned": "curvprune.structured.serialize",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'curvprune' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
+
+
 __all__ = [
-    "CRITERIA",
+    "__version__",
+    # errors
     "CheckpointError",
-    "Criterion",
     "CurvpruneError",
     "DataError",
     "InvalidArgument",
     "InvalidType",
+    # curvature
+    "InverseFisherBlocks",
+    "empirical_fisher_diag",
+    "hessian_vector_product",
+    "hutchinson_diag",
+    "inverse_fisher_blocks",
+    "loss_gradient",
+    "obs_update",
+    # criteria
+    "CRITERIA",
+    "OPTIONS",
+    "Criterion",
+    "score",
+    # pruning
     "PruneResult",
-    "__version__",
     "bn_warmup",
+    "make_permanent",
+    "prunable_weights",
+    "prune",
+    "select_masks",
+    "sparsity_report",
+    # structured (lazy)
     "channel_scores",
     "count_params_and_macs",
     "export_onnx",
@@ -55,13 +113,4 @@ __all__ = [
     "prune_channels",
     "prune_to_macs",
     "save_pruned",
-    "structured_run",
-    "empirical_fisher_diag",
-    "hessian_vector_product",
-    "hutchinson_diag",
-    "loss_gradient",
-    "prune",
-    "score",
-    "select_masks",
-    "sparsity_report",
 ]

@@ -118,7 +118,7 @@ def load_checkpoint(
     if metadata.get("format") == "curvprune-pruned":
         raise CheckpointError(
             f"{path} holds a model with channels removed (written by save_pruned, e.g. by "
-            "`prune --structured`): load it with curvprune.structured.load_pruned; this takes "
+            "`prune --structured`): load it with curvprune.load_pruned; this takes "
             "dense or masked checkpoints"
         )
     for key, want in (expect or {}).items():

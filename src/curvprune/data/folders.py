@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PIL import Image, UnidentifiedImageError
-from torchvision import transforms
 
 from curvprune.data.registry import DatasetInfo
 from curvprune.errors import DataError
+
+if TYPE_CHECKING:
+    from torchvision import transforms
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
@@ -101,6 +104,8 @@ def image_transforms(
     key: str, info: DatasetInfo, *, augment: bool
 ) -> tuple[transforms.Compose, transforms.Compose]:
     """Standard (train, test) torchvision transforms for a streamed dataset."""
+    from torchvision import transforms  # imported here: torchvision is slow to import
+
     normalize = [transforms.ToTensor(), transforms.Normalize(info.mean, info.std)]
     size = info.image_size
     if key == "tinyimagenet":

@@ -260,7 +260,7 @@ class Run:
         `StructuredResult.to_dict`) and ``self.dense_sizes`` (elements per prunable weight).
         """
         from curvprune.pruning.masks import make_permanent
-        from curvprune.structured import model_cost, structured_run
+        from curvprune.structured.run import model_cost, structured_run
 
         make_permanent(self.model)  # a masked checkpoint: its zeros become plain weights
         cfg = self.cfg

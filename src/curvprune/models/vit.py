@@ -33,7 +33,8 @@ class Attention(nn.Module):
         """(B, N, dim) tokens -> (B, N, dim)."""
         b, n, _ = x.shape
         qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])
+        q, k, v = qkv.unbind(0)  # unbind, not indexing: Torch-Pruning maps heads through it
+        out = F.scaled_dot_product_attention(q, k, v)
         return self.proj(out.transpose(1, 2).reshape(b, n, -1))
 
 

@@ -7,29 +7,41 @@ channel importance from the same criteria registry as the unstructured scores.
 - `channel_scores`: the per-channel scores that get ranked.
 - `save_pruned` / `load_pruned`: safetensors plus a plain-data architecture, no pickle.
 - `export_onnx`: ONNX file checked with onnxruntime.
-- `count_params_and_macs`, `measure_latency`, `structured_run`: what the pruning bought.
+- `count_params_and_macs`, `measure_latency`: what the pruning bought.
 
-Layout: ``importance`` (per-weight terms of each criterion), ``groups`` (Torch-Pruning
-importance, layer floors, tracing), ``prune``, ``serialize``, ``export``, ``measure``, ``run``.
+Layout: ``groups`` (Torch-Pruning importance, layer floors, tracing), ``prune``,
+``serialize``, ``export``, ``measure``, ``run``; the channel criteria themselves are in
+`curvprune.criteria.channel`. Torch-Pruning is imported on first use of a name that needs it
+(PEP 562 lazy attributes), so ``import curvprune`` stays light.
 """
 
-from curvprune.structured.export import export_onnx
-from curvprune.structured.measure import count_params_and_macs, measure_latency
-from curvprune.structured.prune import channel_scores, prune_channels, prune_to_macs
-from curvprune.structured.run import ModelCost, StructuredResult, model_cost, structured_run
-from curvprune.structured.serialize import load_pruned, save_pruned
+import importlib
 
-__all__ = [
-    "ModelCost",
-    "StructuredResult",
-    "channel_scores",
-    "count_params_and_macs",
-    "export_onnx",
-    "load_pruned",
-    "measure_latency",
-    "model_cost",
-    "prune_channels",
-    "prune_to_macs",
-    "save_pruned",
-    "structured_run",
-]
+#: Public name -> submodule that defines it; imported on first access.
+_LAZY = {
+    "channel_scores": "prune",
+    "count_params_and_macs": "measure",
+    "export_onnx": "export",
+    # compatibility re-export: the spec-building `load_pruned` lives with the models, so that
+    # no module of this package imports one (`serialize.load_pruned` takes a builder)
+    "load_pruned": "curvprune.models.pruned",
+    "measure_latency": "measure",
+    "prune_channels": "prune",
+    "prune_to_macs": "prune",
+    "save_pruned": "serialize",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        where = _LAZY[name]
+        module = importlib.import_module(where if "." in where else f"curvprune.structured.{where}")
+        return getattr(module, name)
+    raise AttributeError(f"module 'curvprune.structured' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
+
+
+__all__ = sorted(_LAZY)

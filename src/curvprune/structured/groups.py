@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import math
-import types
 import zlib
 from collections.abc import Iterator
 
 import torch
-import torch.nn.functional as F
 import torch_pruning as tp
 from torch import Tensor, nn
 
@@ -359,35 +357,19 @@ def update_heads(model: nn.Module) -> None:
         attn.num_heads = heads
 
 
-def _unbind_forward(self, x: Tensor) -> Tensor:
-    """`curvprune.models.vit.Attention.forward` with ``unbind`` instead of indexing."""
-    b, n, _ = x.shape
-    qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-    q, k, v = qkv.unbind(0)
-    out = F.scaled_dot_product_attention(q, k, v)
-    return self.proj(out.transpose(1, 2).reshape(b, n, -1))
-
-
 @contextlib.contextmanager
 def traceable(model: nn.Module) -> Iterator[None]:
-    """Let Torch-Pruning map attention heads while it traces; restore train/eval flags.
+    """Trace under autograd and restore train/eval flags afterwards.
 
-    Torch-Pruning maps q/k/v channels through ``unbind`` (as in timm) but sees ``qkv[0]``
-    indexing as an element-wise op, so curvprune's own ``Attention`` is traced with an
-    equivalent ``unbind`` forward. Tracing puts the model in eval mode; the flags come back.
+    Tracing puts the model in eval mode; the flags come back. Attention must split q/k/v with
+    ``unbind`` (as timm and curvprune's ViT do): Torch-Pruning maps heads through it, while
+    ``qkv[0]`` indexing looks element-wise to it.
     """
-    from curvprune.models.vit import Attention
-
     modes = [(m, m.training) for m in model.modules()]
-    patched = [m for m in model.modules() if type(m) is Attention]
-    for m in patched:
-        m.forward = types.MethodType(_unbind_forward, m)
     try:
         with torch.enable_grad():  # tracing follows autograd; callers may be in no_grad
             yield
     finally:
-        for m in patched:
-            del m.forward
         for m, training in modes:
             m.training = training
 

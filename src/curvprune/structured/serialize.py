@@ -103,15 +103,21 @@ def load_pruned(
     *,
     factory: Callable[[], nn.Module] | None = None,
     device: str | torch.device = "cpu",
+    builder: Callable[..., nn.Module] | None = None,
 ) -> nn.Module:
     """Rebuild a model saved by `save_pruned`: identical modules, shapes and weights.
+
+    `curvprune.load_pruned` is this function with the model registry's `build_model` as
+    `builder`, so that files saved with a ``spec`` need no factory; this layer imports no model.
 
     Args:
         path: the ``.safetensors`` file.
         factory: builds the *dense* model; needed when the file records no `build_model`
-            arguments (and then overrides them). Only `curvprune.models.build_model` is ever
-            called on the file's say.
+            arguments or no `builder` is given (and then overrides them).
         device: where the tensors go.
+        builder: ``builder(name, in_channels=..., num_classes=..., image_size=...)`` builds
+            the dense model from the arguments the file records; only it is ever called on
+            the file's say.
 
     Returns:
         The pruned model, in the train/eval mode it was saved in.
@@ -133,14 +139,14 @@ def load_pruned(
         raise CheckpointError(f"{path}: unreadable architecture description ({err})") from err
     if arch.get("version") != VERSION:
         raise CheckpointError(f"{path}: architecture version {arch.get('version')!r} unknown")
-    model = _dense_model(path, metadata, factory)
+    model = _dense_model(path, metadata, factory, builder)
     _shrink(model, recorded, state, path)
     model.load_state_dict(state, strict=True)
     model.train(bool(arch.get("training", False)))
     return model.to(device)
 
 
-def _dense_model(path, metadata: dict[str, str], factory) -> nn.Module:
+def _dense_model(path, metadata: dict[str, str], factory, builder) -> nn.Module:
     if factory is not None:
         model = factory()
         if not isinstance(model, nn.Module):
@@ -151,13 +157,17 @@ def _dense_model(path, metadata: dict[str, str], factory) -> nn.Module:
             f"{path} records no build_model arguments; pass factory=lambda: <dense model> "
             "(or save with spec={...})"
         )
-    from curvprune.models import build_model
+    if builder is None:
+        raise CheckpointError(
+            f"{path} records build_model arguments: load it with curvprune.load_pruned, or "
+            "pass factory=lambda: <dense model>"
+        )
 
     try:
         sizes = {k: int(metadata[k]) for k in SPEC_KEYS[1:]}
     except (KeyError, ValueError) as err:
         raise CheckpointError(f"{path}: bad build_model arguments in metadata ({err})") from err
-    return build_model(metadata["model"], **sizes)
+    return builder(metadata["model"], **sizes)
 
 
 def _shrink(model: nn.Module, recorded: dict, state: dict, path) -> None:
