@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from curvprune._core import distributed
+from curvprune._core.state import modes_kept
 from curvprune.errors import InvalidArgument
 
 __all__ = [
@@ -110,18 +111,16 @@ def evaluate(
     Args:
         autocast: Run the forward pass under `torch.autocast` in this dtype (e.g. bf16).
     """
-    was_training = model.training
-    model.eval()
     correct, loss_sum, count = 0, 0.0, 0
     total = len(batches) if hasattr(batches, "__len__") else None
-    for x, y in progress_bar(batches, total=total, desc=desc, enabled=progress):
-        x, y = x.to(device), y.to(device)
-        with _autocast(device, autocast):
-            logits = model(x).float()
-        loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum").item()
-        correct += (logits.argmax(dim=1) == y).sum().item()
-        count += y.numel()
-    model.train(was_training)
+    with modes_kept(model, eval=True):
+        for x, y in progress_bar(batches, total=total, desc=desc, enabled=progress):
+            x, y = x.to(device), y.to(device)
+            with _autocast(device, autocast):
+                logits = model(x).float()
+            loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum").item()
+            correct += (logits.argmax(dim=1) == y).sum().item()
+            count += y.numel()
     if distributed.world_size() > 1:
         sums = {"v": torch.tensor([correct, loss_sum, count], dtype=torch.float64)}
         distributed.sum_dicts(sums)

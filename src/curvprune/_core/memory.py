@@ -9,6 +9,7 @@ import sys
 import torch
 from torch import Tensor, nn
 
+from curvprune._core.state import modes_kept
 from curvprune.errors import InvalidArgument
 
 _UNITS = {
@@ -72,16 +73,12 @@ def per_sample_bytes(model: nn.Module, example: Tensor) -> int:
             total += output.numel() * output.element_size()
 
     handles = [m.register_forward_hook(hook) for m in model.modules()]
-    was_training = [(m, m.training) for m in model.modules()]
     try:
-        model.eval()
-        with torch.no_grad():
+        with modes_kept(model, eval=True), torch.no_grad():
             model(example[:1])
     finally:
         for h in handles:
             h.remove()
-        for m, t in was_training:
-            m.training = t
     largest = max((p.numel() * p.element_size() for p in model.parameters()), default=0)
     return 3 * total + 2 * largest
 

@@ -11,6 +11,23 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 
 @contextlib.contextmanager
+def modes_kept(model: nn.Module, *, eval: bool = False) -> Iterator[nn.Module]:
+    """Restore every module's train/eval flag on exit; with ``eval=True`` enter in eval mode.
+
+    Flags are saved per module, so a model whose submodules were in mixed modes comes back
+    exactly as it was.
+    """
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        if eval:
+            model.eval()
+        yield model
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
+@contextlib.contextmanager
 def preserved(model: nn.Module) -> Iterator[None]:
     """Restore every module's train/eval flag and every buffer on exit.
 
@@ -18,14 +35,11 @@ def preserved(model: nn.Module) -> Iterator[None]:
     estimates must not. Scaled dot-product attention is forced to its math backend because the
     fused CPU/GPU kernels have no double backward, which Hessian-vector products need.
     """
-    modes = [(m, m.training) for m in model.modules()]
     buffers = [(b, b.detach().clone()) for b in model.buffers()]
     try:
-        with sdpa_kernel([SDPBackend.MATH]):
+        with modes_kept(model), sdpa_kernel([SDPBackend.MATH]):
             yield
     finally:
-        for m, training in modes:
-            m.training = training
         with torch.no_grad():
             for b, saved in buffers:
                 b.copy_(saved)

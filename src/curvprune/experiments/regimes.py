@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from curvprune._core.state import modes_kept
 from curvprune._version import __version__
 from curvprune.checkpoint import save_checkpoint
 from curvprune.experiments import launch
@@ -198,12 +199,8 @@ def _save_structured(run: Run, path: Path) -> None:
         "num_classes": info.num_classes,
         "image_size": info.image_size,
     }
-    was_training = run.model.training
-    run.model.eval()
-    try:
+    with modes_kept(run.model, eval=True):
         save_pruned(run.model, path, spec=spec)
-    finally:
-        run.model.train(was_training)
 
 
 @_restores_threads

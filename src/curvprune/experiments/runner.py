@@ -18,6 +18,7 @@ import torch
 
 from curvprune._core import distributed
 from curvprune._core.memory import peak_memory_bytes
+from curvprune._core.state import modes_kept
 from curvprune.checkpoint import load_checkpoint
 from curvprune.errors import InvalidArgument
 from curvprune.experiments import launch
@@ -223,9 +224,7 @@ class Run:
         # default ones at init unless --bn-warmup re-estimated them, which is the point of
         # that option), and per-sample Fisher gradients are well defined. No autocast:
         # curvature is computed in float32.
-        was_training = self.model.training
-        self.model.eval()
-        try:
+        with modes_kept(self.model, eval=True):
             result = prune(
                 self.model,
                 cfg.criterion,
@@ -235,8 +234,6 @@ class Run:
                 iterations=cfg.iterations,
                 **options,
             )
-        finally:
-            self.model.train(was_training)
         self.timings["score_s"] += time.perf_counter() - start
         self.log(
             f"  pruned with {cfg.label()} to sparsity {result.sparsity:.4f}"
@@ -268,8 +265,7 @@ class Run:
         self.dense_sizes = weight_sizes(self.model)
         start = time.perf_counter()
         was_training = self.model.training
-        self.model.eval()  # as in `prune`: running BatchNorm statistics, float32
-        try:
+        with modes_kept(self.model, eval=True):  # as in `prune`: running BatchNorm statistics
             result = structured_run(
                 self.model,
                 cfg.criterion,
@@ -283,8 +279,6 @@ class Run:
                 iterative_steps=cfg.iterations or 1,
                 **cfg.criterion_options(),
             )
-        finally:
-            self.model.train(was_training)
         self.timings["score_s"] += time.perf_counter() - start
         start = time.perf_counter()
         if self.main:  # timing is per process: one rank is enough, others would disturb it

@@ -9,6 +9,7 @@ from functools import partial
 import torch
 from torch import nn
 
+from curvprune._core.checks import positive_int
 from curvprune.errors import InvalidArgument
 from curvprune.models import external, lenet, mlp, mobilenet, resnet_cifar, vgg, vit
 
@@ -67,12 +68,6 @@ MODELS: dict[str, ModelInfo] = dict(
 )
 
 
-def _check_positive(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidArgument(f"{name} must be a positive integer, got {value!r}")
-    return value
-
-
 def build_model(
     name: str,
     *,
@@ -98,9 +93,9 @@ def build_model(
         InvalidArgument: Unknown name, bad sizes, or ``timm:`` without timm installed.
     """
     sizes = {
-        "in_channels": _check_positive("in_channels", in_channels),
-        "num_classes": _check_positive("num_classes", num_classes),
-        "image_size": _check_positive("image_size", image_size),
+        "in_channels": positive_int("in_channels", in_channels),
+        "num_classes": positive_int("num_classes", num_classes),
+        "image_size": positive_int("image_size", image_size),
     }
     if not isinstance(name, str):
         raise InvalidArgument(f"model name must be a string, got {name!r}")

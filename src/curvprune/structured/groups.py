@@ -17,6 +17,7 @@ import torch
 import torch_pruning as tp
 from torch import Tensor, nn
 
+from curvprune._core.state import modes_kept
 from curvprune.criteria.channel import ChannelTerms
 from curvprune.errors import InvalidArgument
 
@@ -365,13 +366,8 @@ def traceable(model: nn.Module) -> Iterator[None]:
     ``unbind`` (as timm and curvprune's ViT do): Torch-Pruning maps heads through it, while
     ``qkv[0]`` indexing looks element-wise to it.
     """
-    modes = [(m, m.training) for m in model.modules()]
-    try:
-        with torch.enable_grad():  # tracing follows autograd; callers may be in no_grad
-            yield
-    finally:
-        for m, training in modes:
-            m.training = training
+    with modes_kept(model), torch.enable_grad():  # tracing follows autograd, even in no_grad
+        yield
 
 
 __all__ = [

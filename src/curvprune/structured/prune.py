@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from curvprune._core.batches import reiterable
+from curvprune._core.checks import positive_int
 from curvprune._core.state import preserved
 from curvprune.criteria import registry
 from curvprune.criteria.channel import ChannelTerms, check_normalize
@@ -48,12 +49,6 @@ class _Plan:
     max_layer_sparsity: float
     round_to: int | None
     output_shapes: list[tuple[int, ...]]
-
-
-def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidArgument(f"{name} must be a positive integer, got {value!r}")
-    return value
 
 
 def _fraction(name: str, value: object, *, low_open: bool) -> float:
@@ -173,7 +168,7 @@ def _plan(
         raise InvalidType(f"global_pruning must be True or False, got {global_pruning!r}")
     max_layer_sparsity = _fraction("max_layer_sparsity", max_layer_sparsity, low_open=True)
     if round_to is not None:
-        round_to = _positive_int("round_to", round_to)
+        round_to = positive_int("round_to", round_to)
     inputs = as_inputs(model, example_inputs)
     output, _ = _run(model, inputs, "model(*example_inputs)")
     if batches is None and not crit.data_free:
@@ -384,7 +379,7 @@ def prune_channels(
             `example_inputs`, or a layer that Torch-Pruning cannot trace (named).
     """
     sparsity = check_sparsity(sparsity)
-    iterative_steps = _positive_int("iterative_steps", iterative_steps)
+    iterative_steps = positive_int("iterative_steps", iterative_steps)
     plan = _plan(
         model,
         criterion,
@@ -447,7 +442,7 @@ def prune_to_macs(
             `max_layer_sparsity`.
     """
     macs_target = _fraction("macs_target", macs_target, low_open=True)
-    iterative_steps = _positive_int("iterative_steps", iterative_steps)
+    iterative_steps = positive_int("iterative_steps", iterative_steps)
     tolerance = _fraction("tolerance", tolerance, low_open=True)
     plan = _plan(
         model,
