@@ -69,10 +69,12 @@ class Criterion:
 
     @property
     def unstructured(self) -> bool:
+        """Has per-weight scores (`score`, `prune`)."""
         return self.weight_score is not None
 
     @property
     def structured(self) -> bool:
+        """Has channel scores (`prune_channels`)."""
         return self.channel_score is not None
 
 

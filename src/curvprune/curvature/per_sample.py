@@ -436,8 +436,11 @@ def chunk_gradients(
 
 
 def _split(stream, model, chunk: int, chunk_size: int | None, budget: int | None):
-    """The validated stream with batches cut to at most `chunk_size` samples (or what fits
-    `budget` bytes), rounded down to whole chunks of `chunk`."""
+    """The validated stream with batches cut to at most `chunk_size` samples.
+
+    Without `chunk_size`, batches are cut to what fits `budget` bytes; sizes are rounded down
+    to whole chunks of `chunk`.
+    """
     for x, y in stream:
         if chunk_size is None and budget is not None:
             chunk_size = auto_chunk_size(model, x, budget)

@@ -68,6 +68,7 @@ class InverseFisherBlocks:
 
     @property
     def num_grads(self) -> int:
+        """N, the number of gradients in the Fisher."""
         return next(iter(self.grads.values())).shape[0]
 
     def _blocks(self, name: str):
@@ -111,7 +112,7 @@ class InverseFisherBlocks:
         return factor
 
     def diag(self) -> dict[str, Tensor]:
-        """diag(F⁻¹) per tensor, shaped like the tensor (float64).
+        """The diagonal of F⁻¹ per tensor, shaped like the tensor (float64).
 
         Woodbury: [F⁻¹]_qq = (1 − ‖L⁻¹a_q‖²)/λ with LLᵀ = λI + AAᵀ and a_q the q-th column of
         A; dense: [F⁻¹]_qq = ‖(L⁻¹)_{:,q}‖² with LLᵀ = F.

@@ -37,14 +37,14 @@ def seeded_permutation(n: int, *keys: int) -> Tensor:
 
 
 def check_int(name: str, value: Any, minimum: int) -> int:
+    """`value` if it is an integer ≥ `minimum` (numpy ints too, not bools); else an error."""
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
         raise InvalidArgument(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
 
 
 class BatchTransform:
-    """Batched preprocessing of raw image tensors: optional random crop and flip, then scaling and
-    normalization.
+    """Batched preprocessing of raw images: optional random crop and flip, scaling, normalization.
 
     ``out = (crop_flip(x) * scale - mean) / std`` per channel. The crop pads every side with
     ``crop_padding`` zeros (black, as torchvision's ``RandomCrop(padding=...)``) and cuts a window

@@ -217,8 +217,11 @@ def broadcast_object(obj: Any) -> Any:
 
 
 def mask_digest(model: nn.Module) -> int:
-    """A 63-bit checksum of what pruning decided: the `torch.nn.utils.prune` masks (names and
-    values) and every parameter's shape (which structured pruning changes)."""
+    """A 63-bit checksum of what pruning decided.
+
+    It covers the `torch.nn.utils.prune` masks (names and values) and every parameter's shape
+    (which structured pruning changes).
+    """
     h = hashlib.sha1()
     for name, mask in model.named_buffers():
         if name.endswith("_mask"):

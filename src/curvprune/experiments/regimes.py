@@ -212,8 +212,11 @@ def train_dense(
     tensorboard: str | None = None,
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Train ``cfg.model`` densely for ``cfg.epochs``; write ``model.safetensors`` and
-    ``result.json`` to ``out_dir`` if given. The checkpoint feeds ``--at trained``."""
+    """Train ``cfg.model`` densely for ``cfg.epochs``.
+
+    Writes ``model.safetensors`` and ``result.json`` to ``out_dir`` if given; the checkpoint
+    feeds ``--at trained``.
+    """
     cfg = cfg.validate(pruning=False)
     wall = time.perf_counter()
     run = Run(cfg, quiet=quiet, tensorboard=tensorboard, log=log)

@@ -83,9 +83,12 @@ def _setting_name(columns: Sequence[str], key: Sequence[str]) -> str:
 
 
 def summary_markdown(rows: Sequence[Mapping[str, str]]) -> str:
-    """Markdown tables: test accuracy mean ± std (%) per setting × target, best in bold; for
-    structured runs what they kept (MACs, parameters) and their speed-up; then layer collapse
-    and scoring time per setting."""
+    """Markdown tables of a sweep's rows.
+
+    Test accuracy mean ± std (%) per setting × target, best in bold; for structured runs what
+    they kept (MACs, parameters) and their speed-up; then layer collapse and scoring time per
+    setting.
+    """
     if not rows:
         return "# Sweep summary\n\nNo finished runs yet.\n"
     columns, groups = _group(rows)
@@ -289,8 +292,9 @@ def _plot_layer_density(rows: Sequence[Mapping[str, str]], path: Path) -> None:
 
 
 def build_report(out_dir: str | os.PathLike) -> str:
-    """Write ``summary.md`` and the plots into ``out_dir`` from its ``results.csv``; return the
-    summary text.
+    """Write ``summary.md`` and the plots into ``out_dir`` from its ``results.csv``.
+
+    Returns the summary text.
 
     Plots: ``accuracy_vs_sparsity.png`` and ``layer_density.png`` from unstructured runs,
     ``accuracy_vs_macs.png`` from the runs with a ``macs_kept`` column (structured runs).

@@ -132,6 +132,7 @@ class Run:
         return self._wrapped[1]
 
     def trainer(self, epochs: float, tag: str = "train") -> Trainer:
+        """A `Trainer` over this run's data with the run's optimizer options."""
         cfg = self.cfg
         return Trainer(
             self.training_model(),
@@ -151,6 +152,7 @@ class Run:
         )
 
     def train(self, trainer: Trainer, until: float | None = None, key: str = "train_s") -> None:
+        """Train to epoch `until` (default: the end), timed under ``timings[key]``."""
         start = time.perf_counter()
         stats = trainer.train_until(until) if until is not None else trainer.train_all()
         # Ranks end with BatchNorm statistics from their own last batch: take rank 0's.
@@ -164,6 +166,7 @@ class Run:
             )
 
     def evaluate(self, what: str) -> float:
+        """Test accuracy over the whole test set (all ranks), logged as `what`."""
         start = time.perf_counter()
         result = evaluate(
             self.model,
@@ -209,11 +212,13 @@ class Run:
         return self._score_batches
 
     def bn_warmup(self) -> None:
+        """Re-estimate BatchNorm statistics on the scoring batches."""
         from curvprune import bn_warmup
 
         bn_warmup(self.model, self.score_batches())
 
     def prune(self, sparsity: float) -> Any:
+        """Score and prune to `sparsity` in eval mode; returns the `PruneResult`."""
         from curvprune import prune
 
         cfg = self.cfg

@@ -1,5 +1,4 @@
-"""Models by name: small reference networks, CIFAR ResNets/VGG, MobileNet, ViT, and any
-torchvision or timm model.
+"""Models by name: reference networks, CIFAR ResNets/VGG, MobileNet, ViT, torchvision, timm.
 
 Example:
     >>> import torch

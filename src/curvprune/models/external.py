@@ -76,12 +76,12 @@ def _torchvision_resnet(
 
 
 def resnet18(*, in_channels: int, num_classes: int, image_size: int) -> nn.Module:
-    """torchvision ResNet-18; 3x3 stride-1 stem and no max-pool for images up to 64 px."""
+    """Torchvision ResNet-18; 3x3 stride-1 stem and no max-pool for images up to 64 px."""
     return _torchvision_resnet("resnet18", in_channels, num_classes, image_size)
 
 
 def resnet50(*, in_channels: int, num_classes: int, image_size: int) -> nn.Module:
-    """torchvision ResNet-50; 3x3 stride-1 stem and no max-pool for images up to 64 px."""
+    """Torchvision ResNet-50; 3x3 stride-1 stem and no max-pool for images up to 64 px."""
     return _torchvision_resnet("resnet50", in_channels, num_classes, image_size)
 
 

@@ -33,8 +33,9 @@ class BasicBlock(nn.Module):
 
 
 class CifarResNet(nn.Module):
-    """Stem 3x3 conv 16 -> three stages of ``n`` blocks (16, 32, 64 channels; strides 1, 2, 2)
-    -> global average pool -> linear.
+    """CIFAR ResNet: 3x3 stem, three stages of ``n`` blocks, global pool, linear.
+
+    The stages have 16, 32 and 64 channels and strides 1, 2, 2.
 
     Args:
         depth: 6n + 2 (20, 32, 44, 56, 110).

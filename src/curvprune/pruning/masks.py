@@ -32,12 +32,14 @@ def check_sparsity(sparsity: object, what: str = "sparsity") -> float:
 
 
 def check_scope(scope: object) -> str:
+    """`scope` if it is one of `SCOPES`; else an error listing them."""
     if scope not in SCOPES:
         raise InvalidArgument(f"unknown scope {scope!r}; valid scopes: {', '.join(SCOPES)}")
     return scope
 
 
 def check_min_density(min_density: object) -> float:
+    """`min_density` as a float in [0, 1] (None: 0); else an error."""
     if min_density is None:
         return 0.0
     ok = isinstance(min_density, (int, float)) and not isinstance(min_density, bool)

@@ -132,6 +132,7 @@ class ChannelImportance(tp.importance.Importance):
         self._param_names: dict[int, str] = {}
 
     def set_terms(self, terms: ChannelTerms) -> None:
+        """Use `terms` for the groups of the next pruning step."""
         self.terms = terms
         self._module_names = {m: n for n, m in self.model.named_modules()}
         self._param_names = {id(p): n for n, p in self.model.named_parameters()}
@@ -176,6 +177,7 @@ class ChannelImportance(tp.importance.Importance):
 
     @torch.no_grad()
     def __call__(self, group) -> Tensor | None:
+        """One score per channel of `group` (Torch-Pruning's importance protocol)."""
         if self.terms is None:
             raise RuntimeError("ChannelImportance.set_terms was not called before pruning")
         n = len(group[0].idxs)
@@ -229,6 +231,7 @@ class LayerFloors:
         return min(width, max(1, math.ceil(round((1 - self.max_layer_sparsity) * dense, 9))))
 
     def protect(self, pruner, group, imp: Tensor, key: str) -> Tensor:
+        """`imp` with the channels each layer must keep (its floor) raised to +inf."""
         imp = imp.clone()
         is_attn, qkv_layers = pruner._is_atten_group(group)
         if is_attn and pruner.prune_num_heads:
@@ -252,6 +255,7 @@ class CurvPruner(tp.pruner.BasePruner):
         super().__init__(*args, **kwargs)
 
     def estimate_importance(self, group) -> Tensor | None:
+        """The group's channel scores, with the layer floors protected."""
         imp = self.importance(group)
         if imp is None:
             return None
