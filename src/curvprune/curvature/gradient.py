@@ -51,7 +51,9 @@ class CheckedLoss:
         out = outputs.detach()
         try:
             with torch.no_grad():
-                whole = loss if 2 * half == out.shape[0] else self.fn(out[: 2 * half], targets)
+                whole = (
+                    loss if 2 * half == len(out) else self.fn(out[: 2 * half], targets[: 2 * half])
+                )
                 first = self.fn(out[:half], targets[:half])
                 second = self.fn(out[half : 2 * half], targets[half : 2 * half])
                 whole = float(whole.detach())
