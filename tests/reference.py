@@ -81,3 +81,34 @@ def chunk_gradients(model, batches, chunk, loss=F.cross_entropy):
 def fisher_diag(model, batches, chunk=1):
     g = chunk_gradients(model, batches, chunk)
     return unflatten(model, (g * g).mean(0))
+
+
+def outputs(model, batches):
+    """θ ↦ every sample's outputs, one sample at a time, concatenated along dim 0."""
+    x, _ = data(batches)
+    buffers = dict(model.named_buffers())
+
+    def f(vec):
+        params = unflatten(model, vec)
+        return torch.cat(
+            [functional_call(model, {**params, **buffers}, (x[i : i + 1],)) for i in range(len(x))]
+        )
+
+    return f
+
+
+def gauss_newton(model, batches, loss=F.cross_entropy):
+    """Dense G = Jᵀ (∇²_f L) J, P×P: J the explicit Jacobian of all outputs f w.r.t. θ, ∇²_f L
+    the Hessian of L (mean per-sample loss) with respect to those outputs."""
+    _, y = data(batches)
+    f = outputs(model, batches)
+    vec = theta(model)
+    jac = torch.autograd.functional.jacobian(f, vec, vectorize=True)  # (N, *out, P)
+    out = f(vec).detach()
+
+    def loss_of_outputs(o):
+        return sum(loss(o[i : i + 1], y[i : i + 1]) for i in range(len(o))) / len(o)
+
+    h_out = torch.autograd.functional.hessian(loss_of_outputs, out, vectorize=True)
+    j = jac.reshape(out.numel(), -1)
+    return j.T @ h_out.reshape(out.numel(), out.numel()) @ j

@@ -68,10 +68,14 @@ def test_two_gloo_ranks_match_one_process(tmp_path):
     mp.spawn(_worker, args=(2, _free_port(), path), nprocs=2, join=True)
     model, batches = CASES[0].build()
     single = _estimates(model, batches)
-    for r in range(2):
-        got = torch.load(f"{path}.{r}", weights_only=True)
+    ranks = [torch.load(f"{path}.{r}", weights_only=True) for r in range(2)]
+    for r, got in enumerate(ranks):
         assert set(got) == set(single)
         for k, want in single.items():
+            if k.startswith(("hutch/", "hts1/")):
+                # Hutchinson probes are drawn per (seed, rank, batch position), so ranks get the
+                # same result as each other, not the single-process one
+                want = ranks[0][k]
             torch.testing.assert_close(got[k], want, rtol=1e-6, atol=1e-9, msg=f"rank {r}: {k}")
 
 

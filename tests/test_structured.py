@@ -121,10 +121,14 @@ def _expected(terms, reduction, normalize):
 def _references(model, batches):
     theta = {n: p.detach() for n, p in model.named_parameters()}
     g = ref.gradient(model, batches)
-    h_theta = ref.unflatten(model, ref.hessian(model, batches) @ ref.theta(model))
+    h = ref.hessian(model, batches)
+    h_theta = ref.unflatten(model, h @ ref.theta(model))
+    # OBA: the network's own curvature H − G, G = Jᵀ(∇²ℓ)J from explicit Jacobians
+    r_theta = ref.unflatten(model, (h - ref.gauss_newton(model, batches)) @ ref.theta(model))
     f = ref.fisher_diag(model, batches)
     return {
-        "oba": ({n: t * h_theta[n] for n, t in theta.items()}, "layer_abs", "max"),
+        "oba": ({n: t * r_theta[n] for n, t in theta.items()}, "layer_abs", "max"),
+        "oba_full": ({n: t * h_theta[n] for n, t in theta.items()}, "layer_abs", "max"),
         "taylor": ({n: t * g[n] for n, t in theta.items()}, "abs", "none"),
         "l1": ({n: t.abs() for n, t in theta.items()}, "sum", "none"),
         "fisher": ({n: 0.5 * t * t * f[n] for n, t in theta.items()}, "sum", "none"),
@@ -150,9 +154,18 @@ def test_channel_scores_match_brute_force_sums():
     d = hutchinson_diag(model, None, batches, num_probes=3, seed=5)
     g = loss_gradient(model, None, batches)
     terms = {n: (t * g[n] + 0.5 * t * t * d[n]).abs() for n, t in theta.items()}
-    got = channel_scores(model, "hts", batches, example_inputs=x, num_probes=3, seed=5)
+    got = channel_scores(
+        model, "hts", batches, example_inputs=x, num_probes=3, seed=5, temperature=1
+    )
     for root, want in _expected(terms, "sum", "none").items():
         torch.testing.assert_close(got[root], want, rtol=RTOL, atol=ATOL)
+    # the default temperature is the HTS code's T = 200
+    default = channel_scores(model, "hts", batches, example_inputs=x, num_probes=3, seed=5)
+    cooled = channel_scores(
+        model, "hts", batches, example_inputs=x, num_probes=3, seed=5, temperature=200
+    )
+    assert all(torch.equal(default[k], cooled[k]) for k in cooled)
+    assert not all(torch.allclose(default[k], got[k]) for k in got)
 
 
 def test_random_channel_scores_are_reproducible_and_uniform():
@@ -434,7 +447,7 @@ def test_onnx_round_trip(tmp_path):
 
 def test_registry_lists_structured_criteria():
     structured = {n for n, c in CRITERIA.items() if c.structured}
-    assert structured == {"oba", "taylor", "l1", "fisher", "fts", "hts", "random"}
+    assert structured == {"oba", "oba_full", "taylor", "l1", "fisher", "fts", "hts", "random"}
     assert not CRITERIA["taylor"].unstructured and CRITERIA["taylor"].options == ("normalize",)
     assert "fisher_batch_size" in CRITERIA["fisher"].channel_options
     model, batches = tiny()

@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from curvprune._core.params import trainable_parameters
-from curvprune.criteria.scores import with_temperature
+from curvprune.criteria.scores import DEFAULT_TEMPERATURE, with_temperature
 from curvprune.criteria.terms import first_order, hessian_term, obd, taylor_sensitivity
 from curvprune.curvature.fisher import empirical_fisher_diag
+from curvprune.curvature.gauss_newton import oba_curvature_product
 from curvprune.curvature.gradient import loss_gradient
 from curvprune.curvature.hessian import _hutchinson, hessian_vector_product
 from curvprune.errors import InvalidArgument
@@ -67,14 +68,28 @@ def _theta(model) -> dict[str, Tensor]:
 
 
 def oba_channel(model, batches, loss_fn, *, normalize: str = "max") -> ChannelTerms:
-    """OBA: θ ⊙ (Hθ) per weight; score = Σ_layers |Σ_slice θ ⊙ (Hθ)|, / the group's max.
+    """OBA: θ ⊙ ((H − G)θ) per weight; score = Σ_layers |Σ_slice θ ⊙ ((H − G)θ)|, / group max.
 
-    θ is every trainable parameter, so Hθ holds the cross terms between the removed channel
-    and all other weights. As in the OBA reference code, the absolute value is taken per
-    coupled layer (after summing that layer's slice), the layers are summed, and each group is
-    divided by its largest score (``normalize="max"``). Unlike the reference code, BatchNorm and
-    LayerNorm γ/β slices count as layers too.
+    H − G is the network's own curvature, the output gradient held fixed
+    (`curvprune.curvature.oba_curvature_product`): the OBA code's inter-layer terms, exactly
+    for piecewise-linear networks (see `curvprune.criteria.scores.oba_scores` for where the
+    official code differs: attention softmax, GELU and LayerNorm). θ is every trainable
+    parameter, so (H − G)θ holds the cross terms between the removed channel and all other
+    weights. As in the OBA reference code, the absolute value is taken per coupled layer
+    (after summing that layer's slice), the layers are summed, and each group is divided by its
+    largest score (``normalize="max"``). Unlike the reference code, BatchNorm and LayerNorm
+    γ/β slices count as layers too.
     """
+    check_normalize(normalize)
+    theta = _theta(model)
+    product = oba_curvature_product(model, loss_fn, batches, theta)
+    return ChannelTerms(
+        {n: hessian_term(t, product[n]) for n, t in theta.items()}, "layer_abs", normalize
+    )
+
+
+def oba_full_channel(model, batches, loss_fn, *, normalize: str = "max") -> ChannelTerms:
+    """`oba_channel` with the full Hessian: θ ⊙ (Hθ) (the OBA repository's fastOBA, order 2)."""
     check_normalize(normalize)
     theta = _theta(model)
     h_theta = hessian_vector_product(model, loss_fn, batches, theta)
@@ -154,10 +169,13 @@ def hts_channel(
     *,
     num_probes: int = 10,
     seed: int = 0,
-    temperature: float = 1.0,
+    temperature: float = DEFAULT_TEMPERATURE,
     normalize: str = "none",
 ) -> ChannelTerms:
-    """Σ |θ ⊙ g + ½ θ² ⊙ D| over a channel's weights, D the Hutchinson Hessian diagonal."""
+    """Σ |θ ⊙ g + ½ θ² ⊙ D| over a channel's weights, D the Hutchinson Hessian diagonal.
+
+    g and D are of the loss of logits / T, T = 200 by default as in the HTS code.
+    """
     check_normalize(normalize)
     theta = _theta(model)
     loss_fn = with_temperature(loss_fn, temperature)
@@ -182,6 +200,7 @@ __all__ = [
     "hts_channel",
     "l1_channel",
     "oba_channel",
+    "oba_full_channel",
     "random_channel",
     "taylor_channel",
 ]

@@ -9,7 +9,7 @@ score functions, each declared once in `curvprune.criteria.options.OPTIONS`.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -21,6 +21,7 @@ from curvprune._core.state import preserved
 from curvprune.criteria import channel as ch
 from curvprune.criteria import scores as s
 from curvprune.criteria.options import OPTIONS, RUN_SUPPLIED, Option
+from curvprune.criteria.updates import WOODFISHER_UPDATE, WOODTAYLOR_UPDATE, WeightUpdate
 from curvprune.curvature.gradient import LossFn, default_loss
 from curvprune.errors import InvalidArgument
 
@@ -46,6 +47,16 @@ class Criterion:
     data_free: bool = False
     default_iterations: int = 1
     channel_score: Callable | None = None
+    default_schedule: str = "exponential"
+    variant_schedules: tuple[tuple[str, str], ...] = ()
+    weight_update: WeightUpdate | None = None
+
+    def schedule_for(self, options: Mapping) -> str:
+        """`prune`'s default schedule for these options (the ``variant`` may change it)."""
+        if not self.variant_schedules:
+            return self.default_schedule
+        variant = options.get("variant", _default(self.weight_score, "variant"))
+        return dict(self.variant_schedules).get(variant, self.default_schedule)
 
     @property
     def options(self) -> tuple[str, ...]:
@@ -78,6 +89,11 @@ class Criterion:
         return self.channel_score is not None
 
 
+def _default(fn: Callable | None, option: str):
+    param = None if fn is None else inspect.signature(fn).parameters.get(option)
+    return None if param is None else param.default
+
+
 def _keyword_only(fn: Callable) -> tuple[str, ...]:
     params = inspect.signature(fn).parameters.values()
     return tuple(p.name for p in params if p.kind is p.KEYWORD_ONLY)
@@ -95,13 +111,29 @@ CRITERIA: dict[str, Criterion] = {
         ),
         Criterion("magnitude", "|θ| (baseline)", s.magnitude_scores, data_free=True),
         Criterion("snip", "|θ⊙g|, SNIP connection sensitivity", s.snip_scores),
-        Criterion("grasp", "θ⊙(Hg), GraSP gradient-flow preservation", s.grasp_scores),
+        Criterion(
+            "grasp",
+            "θ⊙(Hg) at logits/200, GraSP (variant=pai_code: −θ⊙(Hg), the FTS/HTS code)",
+            s.grasp_scores,
+        ),
         Criterion(
             "synflow",
             "|θ|⊙∂R/∂|θ|, data-free SynFlow (100 rounds by default)",
             s.synflow_scores,
             data_free=True,
             default_iterations=100,
+            variant_schedules=(("pai_code", "exponential_pruned"),),
+        ),
+        Criterion("gradnorm", "|g|, gradient norm (FTS/HTS baseline)", s.gradnorm_scores),
+        Criterion(
+            "fisher_diag",
+            "F, the empirical Fisher diagonal (FTS/HTS baseline)",
+            s.fisher_diag_scores,
+        ),
+        Criterion(
+            "fbss",
+            "((F+λ)/2)(θ − g/(F+λ))², Fisher Brain Surgeon Sensitivity (FTS paper)",
+            s.fbss_scores,
         ),
         Criterion(
             "fisher",
@@ -115,23 +147,42 @@ CRITERIA: dict[str, Criterion] = {
             s.fts_scores,
             channel_score=ch.fts_channel,
         ),
-        Criterion("hp", "½θ²⊙D, OBD with the Hutchinson Hessian diagonal", s.hp_scores),
+        Criterion(
+            "hp", "½θ²⊙D, OBD with the Hutchinson Hessian diagonal (logits/200)", s.hp_scores
+        ),
         Criterion(
             "hts",
-            "|θ⊙g + ½θ²⊙D|, Hutchinson-Taylor sensitivity",
+            "|θ⊙g + ½θ²⊙D|, Hutchinson-Taylor sensitivity (logits/200)",
             s.hts_scores,
             channel_score=ch.hts_channel,
         ),
         Criterion(
             "oba",
-            "|θ⊙(Hθ)|, Optimal Brain Apoptosis",
+            "|θ⊙((H−G)θ)|/max + |θ|, Optimal Brain Apoptosis (inter-layer curvature, 49 rounds)",
             s.oba_scores,
+            default_iterations=49,
             channel_score=ch.oba_channel,
+        ),
+        Criterion(
+            "oba_full",
+            "|θ⊙(Hθ)|/max + |θ|, the OBA repository's fastOBA order-2 variant (full Hessian)",
+            s.oba_full_scores,
+            default_iterations=49,
+            channel_score=ch.oba_full_channel,
         ),
         Criterion(
             "woodfisher",
             "θ²/(2[F⁻¹]qq), WoodFisher block inverse Fisher (OBS update in prune)",
             s.woodfisher_scores,
+            default_schedule="linear",
+            weight_update=WOODFISHER_UPDATE,
+        ),
+        Criterion(
+            "woodtaylor",
+            "½(θ−h)²/[F⁻¹]qq, h = F⁻¹g, WoodTaylor (update F⁻¹s − h in prune)",
+            s.woodtaylor_scores,
+            default_schedule="linear",
+            weight_update=WOODTAYLOR_UPDATE,
         ),
         # structured only: channel scores for prune_channels
         Criterion(
@@ -247,6 +298,7 @@ __all__ = [
     "RUN_SUPPLIED",
     "Criterion",
     "Option",
+    "WeightUpdate",
     "check_options",
     "criteria_taking",
     "get_criterion",

@@ -3,9 +3,13 @@
 Each function takes ``(model, weights, batches, loss_fn, **options)``, with `weights` the
 prunable weights (`curvprune._core.params.PrunableWeight` by name), and returns ``{name: score}``
 shaped like each weight. θ is the effective weight (zero where already pruned), g = ∇L,
-F the empirical Fisher diagonal, D the Hutchinson diagonal, H the Hessian of L. In Hg and Hθ,
-g and θ are the prunable weights' parts, zero on every other parameter (the perturbation that
-pruning makes), and the product is read off at the prunable weights.
+F the empirical Fisher diagonal, D the Hutchinson diagonal, H the Hessian of L, G its
+Gauss-Newton part. In Hg and Hθ, g and θ are the prunable weights' parts, zero on every other
+parameter (the perturbation that pruning makes), and the product is read off at the prunable
+weights.
+
+Criteria named after a paper compute what that paper's official code computes, with its
+defaults; other variants are options (``variant``, ``temperature``, ...).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from torch.func import functional_call
 from curvprune._core.batches import first_batch
 from curvprune.criteria.terms import first_order, hessian_term, obd, taylor_sensitivity
 from curvprune.curvature.fisher import empirical_fisher_diag
+from curvprune.curvature.gauss_newton import oba_curvature_product
 from curvprune.curvature.gradient import loss_gradient
 from curvprune.curvature.hessian import _hutchinson, hessian_vector_product
 from curvprune.curvature.woodfisher import (
@@ -26,10 +31,22 @@ from curvprune.curvature.woodfisher import (
     DEFAULT_DAMPENING,
     InverseFisherBlocks,
     inverse_fisher_blocks,
+    mean_gradient,
 )
 from curvprune.errors import InvalidArgument
 
 Weights = dict  # name -> PrunableWeight
+
+#: Temperature T of the Hutchinson criteria and GraSP: the loss sees logits / T, as in the HTS
+#: code (T = 200 for the Hutchinson diagonal and the gradient) and GraSP's original code.
+DEFAULT_TEMPERATURE = 200.0
+
+#: ``variant`` of the criteria whose seed repositories disagree: "original" follows the
+#: method's own paper and code, "pai_code" the FTS/HTS repositories' reimplementation.
+VARIANTS = ("original", "pai_code")
+
+#: λ added to F in FBSS. The FTS code has none and divides by zero where F = 0.
+FBSS_DAMPENING = 1e-8
 
 
 def _theta(weights: Weights) -> dict[str, Tensor]:
@@ -52,6 +69,13 @@ def with_temperature(loss_fn, temperature: float):
     return lambda out, y: loss_fn(out / temperature, y)
 
 
+def check_variant(variant: object) -> str:
+    """`variant` if it is one of `VARIANTS`; else an error listing them."""
+    if variant not in VARIANTS:
+        raise InvalidArgument(f"variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
+    return variant
+
+
 def random_scores(model, weights, batches, loss_fn, *, seed: int = 0):
     """Uniform random scores in [0, 1), reproducible from `seed`."""
     gen = torch.Generator().manual_seed(int(seed))
@@ -72,25 +96,44 @@ def snip_scores(model, weights, batches, loss_fn):
     return {n: first_order(t, g[n]).abs() for n, t in _theta(weights).items()}
 
 
-def _restricted_hvp(model, weights, batches, loss_fn, vector: dict[str, Tensor]):
+def _restricted_hvp(
+    model, weights, batches, loss_fn, vector: dict[str, Tensor], product=hessian_vector_product
+):
     v = {weights[n].param_name: t for n, t in vector.items()}
-    return _at(weights, hessian_vector_product(model, loss_fn, batches, v))
+    return _at(weights, product(model, loss_fn, batches, v))
 
 
-def grasp_scores(model, weights, batches, loss_fn):
-    """θ ⊙ (Hg); GraSP's S = −θ ⊙ Hg removes the largest S, i.e. keeps the largest θ ⊙ Hg."""
+def grasp_scores(
+    model, weights, batches, loss_fn, *, temperature=DEFAULT_TEMPERATURE, variant="original"
+):
+    """θ ⊙ (Hg) at logits / T; ``variant="pai_code"``: −θ ⊙ (Hg).
+
+    GraSP's S = −θ ⊙ Hg removes the largest S, i.e. keeps the largest θ ⊙ Hg: the original
+    paper and code (which also divides the logits by T = 200). The FTS/HTS repositories keep
+    the largest −θ ⊙ Hg instead, the opposite ranking, and use no temperature: to reproduce
+    them pass ``variant="pai_code", temperature=1``. Their normalisation by |Σ S| does not
+    change the ranking and is left out.
+    """
+    check_variant(variant)
+    loss_fn = with_temperature(loss_fn, temperature)
     g = _at(weights, loss_gradient(model, loss_fn, batches))
     hg = _restricted_hvp(model, weights, batches, loss_fn, g)
-    return {n: t * hg[n] for n, t in _theta(weights).items()}
+    sign = 1 if variant == "original" else -1
+    return {n: sign * t * hg[n] for n, t in _theta(weights).items()}
 
 
-def synflow_scores(model, weights, batches, loss_fn):
+def synflow_scores(model, weights, batches, loss_fn, *, variant="original"):
     """|θ| ⊙ ∂R/∂|θ|, R the summed output for one all-ones input, |parameters|, float64.
 
     Data-free: `batches` gives only the input shape. Runs the model functionally in eval mode
     with every parameter and floating buffer replaced by its absolute value in float64, so the
     model itself is untouched.
+
+    `variant` leaves the scores unchanged and chooses `prune`'s schedule: "original" is
+    SynFlow's exponential schedule of the kept fraction, "pai_code" the HTS repository's
+    ``sparsity ** (t/k)`` applied to the pruned fraction ("exponential_pruned").
     """
+    check_variant(variant)
     x, _ = first_batch(batches, model)
     params = {
         n: p.detach().abs().double().requires_grad_(n in _param_names(weights))
@@ -158,30 +201,107 @@ def _hutch(model, weights, batches, loss_fn, num_probes, seed, temperature):
     return _at(weights, d), _at(weights, g)
 
 
-def hp_scores(model, weights, batches, loss_fn, *, num_probes=10, seed=0, temperature=1.0):
-    """½ θ² ⊙ D (Optimal Brain Damage with the Hutchinson diagonal)."""
+def hp_scores(
+    model, weights, batches, loss_fn, *, num_probes=10, seed=0, temperature=DEFAULT_TEMPERATURE
+):
+    """½ θ² ⊙ D (Optimal Brain Damage with the Hutchinson diagonal), D of the loss of logits / T.
+
+    T = 200 by default, as the HTS code; ``temperature=1`` is the plain loss.
+    """
     d, _ = _hutch(model, weights, batches, loss_fn, num_probes, seed, temperature)
     return {n: obd(t, d[n]) for n, t in _theta(weights).items()}
 
 
-def hts_scores(model, weights, batches, loss_fn, *, num_probes=10, seed=0, temperature=1.0):
-    """|θ ⊙ g + ½ θ² ⊙ D| (Hutchinson-Taylor Sensitivity)."""
+def hts_scores(
+    model, weights, batches, loss_fn, *, num_probes=10, seed=0, temperature=DEFAULT_TEMPERATURE
+):
+    """|θ ⊙ g + ½ θ² ⊙ D| (Hutchinson-Taylor Sensitivity), g and D both of logits / T.
+
+    T = 200 by default, as the HTS code; ``temperature=1`` is the plain loss.
+    """
     d, g = _hutch(model, weights, batches, loss_fn, num_probes, seed, temperature)
     return {n: taylor_sensitivity(t, g[n], d[n]) for n, t in _theta(weights).items()}
 
 
-def oba_scores(model, weights, batches, loss_fn, *, normalize="none", add_magnitude=False):
-    """|θ ⊙ (Hθ)| (Optimal Brain Apoptosis), optionally / its max per tensor, + |θ|."""
+def _oba(theta, product, normalize, add_magnitude):
     if normalize not in ("none", "max"):
         raise InvalidArgument(f"normalize must be 'none' or 'max', got {normalize!r}")
-    theta = _theta(weights)
-    h_theta = _restricted_hvp(model, weights, batches, loss_fn, theta)
     out = {}
     for n, t in theta.items():
-        s = hessian_term(t, h_theta[n]).abs()
+        s = hessian_term(t, product[n]).abs()
         if normalize == "max" and s.max() > 0:
             s = s / s.max()
         out[n] = s + t.abs() if add_magnitude else s
+    return out
+
+
+def oba_scores(model, weights, batches, loss_fn, *, normalize="max", add_magnitude=True):
+    """|θ ⊙ ((H − G)θ)| / its max per tensor + |θ| (Optimal Brain Apoptosis).
+
+    H − G is the network's own curvature Σ_k (∂L/∂f_k) ∇²f_k, with the output gradient held
+    fixed (`curvprune.curvature.oba_curvature_product`): no Gauss-Newton part. The OBA code
+    sums (∂L/∂Y_l)ᵀ ∂²Y_l/∂θ_a∂θ_b over pairs of layers connected in series or in parallel,
+    with no block within one layer. For networks that are piecewise linear in each layer
+    (Linear/Conv, ReLU, max-pooling, BatchNorm in eval mode, residual sums) that is exactly
+    θ ⊙ ((H − G)θ), since H − G has no intra-layer block there. Where the official code
+    differs: through attention softmax, GELU and LayerNorm it propagates tangents with its
+    own jvp rules and still keeps only inter-layer pairs, while H − G here also contains those
+    layers' own second-derivative terms (including blocks within one layer). Defaults as the
+    OBA code's unstructured setting: per-tensor max normalisation and + |θ|; its first-order
+    term (``delta``) defaults to 0 and is left out. θ is the prunable weights, zero elsewhere.
+    """
+    theta = _theta(weights)
+    product = _restricted_hvp(model, weights, batches, loss_fn, theta, oba_curvature_product)
+    return _oba(theta, product, normalize, add_magnitude)
+
+
+def oba_full_scores(model, weights, batches, loss_fn, *, normalize="max", add_magnitude=True):
+    """|θ ⊙ (Hθ)| / its max per tensor + |θ|, H the full Hessian.
+
+    The OBA repository's fastOBA variant of order 2: all blocks, the Gauss-Newton part and the
+    intra-layer blocks included.
+    """
+    theta = _theta(weights)
+    product = _restricted_hvp(model, weights, batches, loss_fn, theta)
+    return _oba(theta, product, normalize, add_magnitude)
+
+
+def gradnorm_scores(model, weights, batches, loss_fn):
+    """|g| (the FTS/HTS tables' GradNorm baseline), g = ∇L the mean gradient."""
+    g = _at(weights, loss_gradient(model, loss_fn, batches))
+    return {n: g[n].abs() for n in weights}
+
+
+def fisher_diag_scores(
+    model, weights, batches, loss_fn, *, fisher_batch_size=1, chunk_size=None, max_memory=None
+):
+    """F, the empirical Fisher diagonal itself (the FTS/HTS tables' Fisher Diagonal, FD)."""
+    return _fisher(model, weights, batches, loss_fn, fisher_batch_size, chunk_size, max_memory)
+
+
+def fbss_scores(
+    model,
+    weights,
+    batches,
+    loss_fn,
+    *,
+    dampening=FBSS_DAMPENING,
+    fisher_batch_size=1,
+    chunk_size=None,
+    max_memory=None,
+):
+    """((F + λ)/2) (θ − g/(F + λ))² (Fisher Brain Surgeon Sensitivity, FTS paper).
+
+    The diagonal OBS statistic with the gradient term. The FTS code has λ = 0 and divides by
+    zero wherever F = 0; λ = `dampening` > 0 (default 1e-8) keeps the scores finite. With
+    ``fisher_batch_size=1`` F is the per-sample empirical Fisher, the FTS code's B·F̂ at B = 1.
+    """
+    g = _at(weights, loss_gradient(model, loss_fn, batches))
+    f = _fisher(model, weights, batches, loss_fn, fisher_batch_size, chunk_size, max_memory)
+    out = {}
+    for n, t in _theta(weights).items():
+        fd = f[n] + dampening
+        out[n] = 0.5 * fd * (t - g[n] / fd) ** 2
     return out
 
 
@@ -220,6 +340,59 @@ def woodfisher_scores(
 ):
     """θ_q² / (2 [F⁻¹]_qq), F = λI + (1/N) Σ g gᵀ per block (WoodFisher)."""
     return woodfisher_blocks(
+        model,
+        weights,
+        batches,
+        loss_fn,
+        dampening=dampening,
+        block_size=block_size,
+        num_grads=num_grads,
+        fisher_batch_size=fisher_batch_size,
+        chunk_size=chunk_size,
+        max_memory=max_memory,
+    )[0]
+
+
+def woodtaylor_blocks(model, weights, batches, loss_fn, **options):
+    """WoodTaylor scores, with the blocks, diag(F⁻¹) and h = F⁻¹ḡ by weight name.
+
+    ḡ is the mean of the same N gradients that make F (`mean_gradient`). The score is
+    ρ_q = ½ (θ_q − h_q)² / [F⁻¹]_qq; the official ``pruners/woodtaylor.py`` statistic also
+    subtracts ½ ḡᵀF⁻¹ḡ (and then its minimum), constants that do not change the ranking.
+    `options` are `woodtaylor_scores`'s.
+    """
+    names = [w.param_name for w in weights.values()]
+    blocks = inverse_fisher_blocks(model, loss_fn, batches, names, **options)
+    blocks = blocks.renamed({w.param_name: n for n, w in weights.items()})
+    diag = blocks.diag()
+    h = blocks.solve(mean_gradient(blocks))
+    scores = {
+        n: (0.5 * (t.to(torch.float64) - h[n]) ** 2 / diag[n]).to(t.dtype)
+        for n, t in _theta(weights).items()
+    }
+    return scores, blocks, diag, h
+
+
+def woodtaylor_scores(
+    model,
+    weights,
+    batches,
+    loss_fn,
+    *,
+    dampening=DEFAULT_DAMPENING,
+    block_size=DEFAULT_BLOCK_SIZE,
+    num_grads=None,
+    fisher_batch_size=1,
+    chunk_size=None,
+    max_memory=None,
+):
+    """½ (θ_q − h_q)² / [F⁻¹]_qq, h = F⁻¹ḡ (WoodTaylor, WoodFisher's first-order extension).
+
+    F = λI + (1/N) Σ g gᵀ per block as in `woodfisher_scores`, ḡ the mean of the same N
+    gradients. `prune` applies the update δθ = F⁻¹s − h, s_q = −(θ_q − h_q)/[F⁻¹]_qq on the
+    newly pruned q (`curvprune.curvature.woodfisher.woodtaylor_update`).
+    """
+    return woodtaylor_blocks(
         model,
         weights,
         batches,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 
 import torch
@@ -16,20 +17,100 @@ from curvprune.errors import InvalidArgument
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
 
+#: Reductions of `torch.nn` losses that average over the batch.
+MEAN_REDUCTIONS = ("mean", "batchmean")
+
+
+class CheckedLoss:
+    """A loss callable whose batch reduction is checked, once, on its first batch of ≥ 2 samples.
+
+    A loss that sums over the batch (say ``reduction="sum"``) silently scales every gradient by
+    the batch size B and every curvature by B as well; `batch_loss` calls `verify` so such a
+    loss is refused instead. Calling the object only forwards to the wrapped function, so it is
+    safe inside `torch.func` transforms.
+    """
+
+    def __init__(self, fn: LossFn):
+        self.fn = fn
+        self.checked = False
+
+    def __call__(self, outputs: Tensor, targets: Tensor) -> Tensor:
+        """The wrapped loss of `outputs` against `targets`."""
+        return self.fn(outputs, targets)
+
+    def verify(self, outputs: Tensor, targets: Tensor, loss: Tensor) -> None:
+        """Raise unless the batch's loss equals the mean of its two halves' losses (rtol 1e-4).
+
+        Runs on the first batch with at least 2 samples (the first 2⌊B/2⌋ samples, split
+        evenly) and never again for this object. A loss that cannot be evaluated on half a
+        batch is not checked.
+        """
+        if self.checked or outputs.shape[0] < 2:
+            return
+        self.checked = True
+        half = outputs.shape[0] // 2
+        out = outputs.detach()
+        try:
+            with torch.no_grad():
+                whole = (
+                    loss if 2 * half == len(out) else self.fn(out[: 2 * half], targets[: 2 * half])
+                )
+                first = self.fn(out[:half], targets[:half])
+                second = self.fn(out[half : 2 * half], targets[half : 2 * half])
+                whole = float(whole.detach())
+                halves = (float(first) + float(second)) / 2
+        except (RuntimeError, ValueError, IndexError, TypeError):
+            return  # the loss does not take a part of the batch: nothing to compare
+        if not math.isclose(whole, halves, rel_tol=1e-4, abs_tol=1e-12):
+            ratio = whole / halves if halves else math.inf
+            raise InvalidArgument(
+                f"loss_fn must average over the batch: on {2 * half} samples it gave "
+                f"{whole:.6g}, but the mean of its two halves' losses is {halves:.6g} (ratio "
+                f"{ratio:.4g}; a sum over the batch gives 2); use a batch-mean reduction"
+            )
+
+
 def default_loss(loss_fn: LossFn | None) -> LossFn:
-    """`loss_fn`, or cross-entropy averaged over the batch."""
-    return nn.CrossEntropyLoss() if loss_fn is None else loss_fn
+    """`loss_fn` checked to average over the batch, or cross-entropy averaged over the batch.
+
+    A `torch.nn` loss must have ``reduction`` "mean" (or "batchmean"); any other callable is
+    wrapped in a `CheckedLoss`, which `batch_loss` checks on the first batch of ≥ 2 samples.
+
+    Raises:
+        InvalidArgument: a `torch.nn` loss whose reduction is not the mean.
+    """
+    if loss_fn is None:
+        return nn.CrossEntropyLoss()
+    if isinstance(loss_fn, CheckedLoss):
+        return loss_fn
+    reduction = getattr(loss_fn, "reduction", None)
+    if isinstance(loss_fn, nn.Module) and isinstance(reduction, str):
+        if reduction not in MEAN_REDUCTIONS:
+            raise InvalidArgument(
+                f"loss_fn has reduction={reduction!r}; curvprune needs the batch mean "
+                f"(a sum scales every gradient and curvature by the batch size): use "
+                f"{type(loss_fn).__name__}(reduction='mean')"
+            )
+        return loss_fn
+    return CheckedLoss(loss_fn)
 
 
-def batch_loss(model: nn.Module, loss_fn: LossFn, x: Tensor, y: Tensor) -> Tensor:
-    """The batch-mean loss, checked to be a scalar."""
-    loss = loss_fn(model(x), y)
+def output_loss(loss_fn: LossFn, outputs: Tensor, targets: Tensor) -> Tensor:
+    """``loss_fn(outputs, targets)``, checked to be a scalar batch mean."""
+    loss = loss_fn(outputs, targets)
     if loss.dim() != 0:
         raise InvalidArgument(
             f"loss_fn must return the batch mean (a scalar), got shape {tuple(loss.shape)}; "
             "use reduction='mean'"
         )
+    if isinstance(loss_fn, CheckedLoss):
+        loss_fn.verify(outputs, targets, loss)
     return loss
+
+
+def batch_loss(model: nn.Module, loss_fn: LossFn, x: Tensor, y: Tensor) -> Tensor:
+    """The batch-mean loss, checked to be a scalar (and, once, to be a mean: `CheckedLoss`)."""
+    return output_loss(loss_fn, model(x), y)
 
 
 def loss_gradient(model: nn.Module, loss_fn: LossFn | None, batches: Iterable) -> dict[str, Tensor]:

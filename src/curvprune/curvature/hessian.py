@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -67,11 +68,12 @@ def _hvp_pass(
 _PROBE_GROUP = 16
 
 
-def _batched_hvps(grads, plist, names, vs):
+def _batched_hvps(grads, plist, names, vs, *, retain: bool = False):
     """Yield (k, H_b v_k) for every vector, `_PROBE_GROUP` vectors per backward pass.
 
     One backward of the gradient with a batch of cotangents (``is_grads_batched``, a vmap
-    over the backward) replaces a Python loop of backward passes.
+    over the backward) replaces a Python loop of backward passes. `retain` keeps the graph
+    after the last group (for a caller that sends more vectors).
     """
     live = [i for i, g in enumerate(grads) if g.requires_grad]
     if not live:  # the loss is linear in every parameter: H = 0
@@ -86,7 +88,7 @@ def _batched_hvps(grads, plist, names, vs):
             [grads[i] for i in live],
             plist,
             grad_outputs=cotangents if batched else [c[0] for c in cotangents],
-            retain_graph=start + _PROBE_GROUP < len(vs),
+            retain_graph=retain or start + _PROBE_GROUP < len(vs),
             allow_unused=True,
             is_grads_batched=batched,
         )
@@ -119,6 +121,20 @@ def hessian_vector_product(
     return _hvp_pass(model, default_loss(loss_fn), batches, lambda params: [v])[0]
 
 
+def _draw_probes(
+    params: Mapping[str, Tensor], count: int, gen: torch.Generator
+) -> list[dict[str, Tensor]]:
+    """`count` Rademacher vectors from `gen`, probe by probe in ``named_parameters()`` order."""
+    probes = []
+    for _ in range(count):
+        z = {}
+        for n, p in params.items():
+            bits = torch.randint(0, 2, p.shape, generator=gen, dtype=torch.int8)
+            z[n] = (bits.to(p.dtype) * 2 - 1).to(p.device)
+        probes.append(z)
+    return probes
+
+
 def rademacher_probes(
     params: Mapping[str, Tensor], num_probes: int, seed: int
 ) -> list[dict[str, Tensor]]:
@@ -127,15 +143,18 @@ def rademacher_probes(
     Drawn on the CPU in float64 order of ``named_parameters()``, so the probes do not depend on
     the device or dtype.
     """
-    gen = torch.Generator().manual_seed(seed)
-    probes = []
-    for _ in range(num_probes):
-        z = {}
-        for n, p in params.items():
-            bits = torch.randint(0, 2, p.shape, generator=gen, dtype=torch.int8)
-            z[n] = (bits.to(p.dtype) * 2 - 1).to(p.device)
-        probes.append(z)
-    return probes
+    return _draw_probes(params, num_probes, torch.Generator().manual_seed(seed))
+
+
+def probe_generator(seed: int, batch: int, rank: int = 0) -> torch.Generator:
+    """The CPU generator of one batch's probes: a hash of (seed, rank, batch position).
+
+    Every batch gets its own, independent probes, and the same (seed, rank, position) always
+    gives the same ones. Under `torch.distributed` the rank enters the hash, so ranks never
+    share probes (and the result, though equal on every rank, is not the single-process one).
+    """
+    state = np.random.SeedSequence([int(seed) % 2**64, rank, batch]).generate_state(1, np.uint64)
+    return torch.Generator().manual_seed(int(state[0]))
 
 
 def hutchinson_diag(
@@ -146,27 +165,50 @@ def hutchinson_diag(
     num_probes: int = 10,
     seed: int = 0,
 ) -> dict[str, Tensor]:
-    """Hutchinson's unbiased estimate of diag(H): mean over probes z of z ⊙ (H z).
+    """Hutchinson's unbiased estimate of diag(H): D = (1/N) Σ_b B_b (1/k) Σ_r z_br ⊙ (H_b z_br).
 
-    z has independent Rademacher entries, so E[z ⊙ Hz] = diag(H); the error falls as
-    1/sqrt(num_probes). The same `seed` gives the same probes and the same result.
+    H_b is the Hessian of batch b's mean loss (B_b samples of N), and every batch draws its own
+    k = `num_probes` Rademacher probes z_br (independent ±1 entries; `probe_generator` seeds
+    them from `seed` and the batch's position). E[z ⊙ Hz] = diag(H), so D is unbiased, and
+    M batches average M·k independent probes, as the HTS code does (which has B = 1). Probes
+    are processed `_PROBE_GROUP` at a time into running sums, so memory does not grow with k.
+    The same `seed` and batches give the same result.
+
+    Quality: ``benchmarks/hutchinson_quality.py`` (QUALITY-NUMBERS-PENDING).
     """
     return _hutchinson(model, loss_fn, batches, num_probes=num_probes, seed=seed)[0]
 
 
 def _hutchinson(model, loss_fn, batches, *, num_probes, seed, with_gradient=False):
+    """(D, ∇L or None): per batch, the gradient, then its HVPs with the batch's own probes."""
     if isinstance(num_probes, bool) or not isinstance(num_probes, int) or num_probes < 1:
         raise InvalidArgument(f"num_probes must be a positive integer, got {num_probes!r}")
-    probes: list = []
-
-    def vectors(params):
-        if not probes:
-            probes.extend(rademacher_probes(params, num_probes, seed))
-        return probes
-
-    out = _hvp_pass(model, default_loss(loss_fn), batches, vectors, with_gradient=with_gradient)
-    products, grad = out if with_gradient else (out, None)
-    diag = {
-        n: sum(z[n] * hz[n] for z, hz in zip(probes, products)) / num_probes for n in products[0]
-    }
-    return diag, grad
+    loss_fn = default_loss(loss_fn)
+    params = trainable_parameters(model)
+    names, plist = list(params), list(params.values())
+    total = {n: torch.zeros_like(p) for n, p in params.items()}  # Σ_b B_b Σ_r z ⊙ H_b z
+    grad_total = {n: torch.zeros_like(p) for n, p in params.items()} if with_gradient else {}
+    count = 0
+    rank = distributed.rank()
+    with preserved(model):
+        for index, (x, y) in enumerate(iter_batches(batches, model)):
+            b = x.shape[0]
+            loss = batch_loss(model, loss_fn, x, y)
+            grads = torch.autograd.grad(loss, plist, create_graph=True, allow_unused=True)
+            grads = [torch.zeros_like(p) if g is None else g for p, g in zip(plist, grads)]
+            gen = probe_generator(seed, index, rank)
+            for start in range(0, num_probes, _PROBE_GROUP):
+                group = _draw_probes(params, min(_PROBE_GROUP, num_probes - start), gen)
+                last = start + _PROBE_GROUP >= num_probes
+                for k, hz in _batched_hvps(grads, plist, names, group, retain=not last):
+                    for n, h in hz.items():
+                        total[n].add_(group[k][n] * h, alpha=b)
+                del group
+            for n, g in zip(names, grads):
+                if with_gradient:
+                    grad_total[n].add_(g.detach(), alpha=b)
+            del grads, loss
+            count += b
+    diag, grad = distributed.mean_over_samples(count, total, grad_total)
+    diag = {n: t / num_probes for n, t in diag.items()}
+    return diag, (grad if with_gradient else None)

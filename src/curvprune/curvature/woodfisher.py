@@ -292,3 +292,44 @@ def obs_update(
     u = {n: torch.where(keep[n], 0.0, theta[n].to(torch.float64) / diag[n]) for n in blocks.shapes}
     step = blocks.solve(u)
     return {n: (-step[n]).to(theta[n].dtype) for n in blocks.shapes}
+
+
+def mean_gradient(blocks: InverseFisherBlocks) -> dict[str, Tensor]:
+    """ḡ = (1/N) Σ_n g_n per tensor (float64), the mean of the N gradients that make F."""
+    return {
+        n: g.to(torch.float64).mean(0).reshape(blocks.shapes[n]) for n, g in blocks.grads.items()
+    }
+
+
+def woodtaylor_update(
+    blocks: InverseFisherBlocks,
+    theta: Mapping[str, Tensor],
+    keep: Mapping[str, Tensor],
+    diag: Mapping[str, Tensor] | None = None,
+    h: Mapping[str, Tensor] | None = None,
+) -> dict[str, Tensor]:
+    """The WoodTaylor weight update δθ = F⁻¹s − h over the pruned q (WoodFisher paper, §1.6).
+
+    h = F⁻¹ḡ and s_q = −(θ_q − h_q)/[F⁻¹]_qq where the weight is pruned, 0 elsewhere: the
+    single-weight solution of min ḡᵀδ + ½δᵀFδ subject to (θ + δ)_q = 0, summed over q under
+    WoodFisher's independence assumption (for one q it zeroes θ_q exactly). −h, a Newton step
+    with F, moves every weight of the blocks, kept or not.
+
+    Args:
+        blocks: the inverse Fisher (its gradients give ḡ).
+        theta: current weights per tensor.
+        keep: bool masks per tensor, False where the weight is pruned.
+        diag: diag(F⁻¹) if already computed.
+        h: F⁻¹ḡ if already computed.
+
+    Returns:
+        δθ per tensor, in the weights' dtype; add it, then apply the mask.
+    """
+    diag = blocks.diag() if diag is None else diag
+    h = blocks.solve(mean_gradient(blocks)) if h is None else h
+    s = {
+        n: torch.where(keep[n], 0.0, -(theta[n].to(torch.float64) - h[n]) / diag[n])
+        for n in blocks.shapes
+    }
+    step = blocks.solve(s)
+    return {n: (step[n] - h[n]).to(theta[n].dtype) for n in blocks.shapes}

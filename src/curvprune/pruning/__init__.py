@@ -7,9 +7,10 @@
 
 from curvprune.pruning.batchnorm import bn_warmup
 from curvprune.pruning.masks import make_permanent, select_masks, sparsity_report
-from curvprune.pruning.oneshot import PruneResult, prune, round_sparsities
+from curvprune.pruning.oneshot import SCHEDULES, PruneResult, prune, round_sparsities
 
 __all__ = [
+    "SCHEDULES",
     "PruneResult",
     "bn_warmup",
     "make_permanent",
