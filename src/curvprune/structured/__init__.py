@@ -14,18 +14,27 @@ importance, layer floors, tracing), ``prune``, ``serialize``, ``export``, ``meas
 """
 
 from curvprune.structured.export import export_onnx
-from curvprune.structured.measure import count_params_and_macs, measure_latency
+from curvprune.structured.measure import (
+    Latency,
+    count_params_and_macs,
+    effective_macs,
+    macs_by_weight,
+    measure_latency,
+)
 from curvprune.structured.prune import channel_scores, prune_channels, prune_to_macs
 from curvprune.structured.run import ModelCost, StructuredResult, model_cost, structured_run
 from curvprune.structured.serialize import load_pruned, save_pruned
 
 __all__ = [
+    "Latency",
     "ModelCost",
     "StructuredResult",
     "channel_scores",
     "count_params_and_macs",
+    "effective_macs",
     "export_onnx",
     "load_pruned",
+    "macs_by_weight",
     "measure_latency",
     "model_cost",
     "prune_channels",
