@@ -136,3 +136,17 @@ def test_structured_costs_carry_latency_spread_and_device():
     d = result.to_dict()
     assert set(d["latency_iqr_ms"]["pruned"]) == {"1"}
     assert d["latency_device"] == "cpu" and d["latency_threads"] >= 1
+
+
+def test_peak_memory_since_a_baseline_excludes_what_came_before():
+    from curvprune.memory import memory_baseline, peak_memory_bytes, peak_memory_since
+
+    baseline = memory_baseline("cpu")
+    before = peak_memory_since(baseline)
+    block = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched
+    block += 1
+    del block
+    grown = peak_memory_since(baseline)
+    assert grown - before >= 60 * 2**20
+    if baseline.peak_reset:  # Linux: far below the process's peak (the torch import)
+        assert grown < peak_memory_bytes() - 200 * 2**20

@@ -28,7 +28,7 @@ from curvprune._version import __version__
 from curvprune.checkpoint import load_checkpoint, save_checkpoint
 from curvprune.errors import CheckpointError, InvalidArgument
 from curvprune.masks import check_scope, check_sparsity
-from curvprune.memory import parse_memory, peak_memory_bytes
+from curvprune.memory import memory_baseline, parse_memory, peak_memory_since
 from curvprune.schedules import gradual_plan
 from curvprune.training import (
     LR_SCHEDULES,
@@ -558,8 +558,8 @@ class _Run:
             f"{self.world} ranks",
         )
         self.device = launch.run_device(cfg.device)
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
+        # Peak memory is reported above this baseline: the run's own, not the torch import's.
+        self.memory = memory_baseline(self.device)
         self.autocast = autocast_dtype(self.device)
         if cfg.threads is not None:
             # Small models run many times faster on one thread when cores are shared.
@@ -787,7 +787,7 @@ class _Run:
 
     def execution(self) -> dict[str, Any]:
         """Where and how the run executed: result.json fields, equal on every rank."""
-        peak = launch.max_over_ranks(peak_memory_bytes(self.device))
+        peak = launch.max_over_ranks(peak_memory_since(self.memory))
         return {
             "device": str(self.device),
             "world_size": self.world,
@@ -874,6 +874,7 @@ def run_experiment(
         strict: Reject options that the regime or criterion would ignore.
     """
     from curvprune.masks import sparsity_report
+    from curvprune.structured.measure import effective_macs
 
     cfg = cfg.validate(strict=strict)
     wall = time.perf_counter()
@@ -927,6 +928,9 @@ def run_experiment(
         num_prunable = sum(
             int(b.numel()) for n, b in run.model.named_buffers() if n.endswith("_mask")
         )
+        # MACs per sample: dense, and Σ layer MACs × layer density (what sparse kernels do).
+        example = run.score_batches()[0][0][:1]
+        macs = dict(zip(("dense", "effective"), effective_macs(run.model, example, layer_density)))
     run.timings["total_s"] = time.perf_counter() - wall
     if run.writer is not None:
         run.writer.close()
@@ -944,7 +948,7 @@ def run_experiment(
         "sparsity": None if cfg.structured else cfg.sparsity,
         "actual_sparsity": float(actual),
         "structured": cfg.structured,
-        **(run.cost if cfg.structured else {}),
+        **(run.cost if cfg.structured else {"macs": macs}),
         "seed": cfg.seed,
         "epochs": cfg.epochs,
         "test_accuracy": test_accuracy,
