@@ -65,7 +65,13 @@ def _add_run_options(p: argparse.ArgumentParser, *, pruning: bool) -> None:
         "places; the error lists them)",
     )
     g.add_argument("--download", action="store_true", help="let torchvision download the data")
-    g.add_argument("--train-limit", type=int, help="use only the first N training examples")
+    g.add_argument(
+        "--train-limit",
+        type=int,
+        metavar="N",
+        help="train on a random subset of N training examples, drawn with --seed (the same "
+        "subset for the same seed)",
+    )
     g.add_argument(
         "--no-augment",
         dest="augment",
@@ -83,7 +89,9 @@ def _add_run_options(p: argparse.ArgumentParser, *, pruning: bool) -> None:
     g.add_argument("--lr", type=float, help=f"peak SGD learning rate (default {d.lr:g})")
     g.add_argument("--momentum", type=float, help=f"default {d.momentum:g}")
     g.add_argument("--weight-decay", type=float, help=f"default {d.weight_decay:g}")
-    g.add_argument("--lr-schedule", help=f"cosine or multistep (default {d.lr_schedule})")
+    g.add_argument(
+        "--lr-schedule", choices=_choices("lr_schedule"), help=f"default {d.lr_schedule}"
+    )
     g.add_argument(
         "--milestones",
         type=_csv(float),
@@ -91,7 +99,12 @@ def _add_run_options(p: argparse.ArgumentParser, *, pruning: bool) -> None:
     )
     g.add_argument("--gamma", type=float, help=f"multistep decay factor (default {d.gamma:g})")
     g.add_argument("--seed", type=int, help=f"default {d.seed}")
-    g.add_argument("--device", help="auto, cpu or cuda (default auto)")
+    g.add_argument(
+        "--device",
+        type=_device,
+        metavar="{" + ",".join(DEVICES) + "}",
+        help="auto (cuda if available, else cpu), cpu, cuda, cuda:N or mps (default auto)",
+    )
     g.add_argument(
         "--threads",
         type=int,
@@ -107,14 +120,22 @@ def _add_run_options(p: argparse.ArgumentParser, *, pruning: bool) -> None:
         type=float,
         help=f"fraction of prunable weights removed, in [0, 1) (default {d.sparsity:g})",
     )
-    g.add_argument("--scope", help=f"global or layerwise thresholds (default {d.scope})")
+    g.add_argument(
+        "--scope",
+        choices=_choices("scope"),
+        help=f"one threshold across tensors or one per tensor (default {d.scope})",
+    )
     g.add_argument(
         "--score-samples",
         type=int,
         help=f"training examples used for scoring, at most the training set "
         f"(default {d.score_samples})",
     )
-    g.add_argument("--at", help=f"regime: init, early, trained or gradual (default {d.at})")
+    g.add_argument(
+        "--at",
+        choices=_choices("at"),
+        help=f"regime, see `curvprune list regimes` (default {d.at})",
+    )
     g.add_argument(
         "--bn-warmup",
         action="store_true",
@@ -185,7 +206,11 @@ def _add_run_options(p: argparse.ArgumentParser, *, pruning: bool) -> None:
         type=int,
         help="examples per Fisher gradient (fisher, fts, woodfisher)",
     )
-    g.add_argument("--normalize", help="oba: none or max (scores / their max per tensor)")
+    g.add_argument(
+        "--normalize",
+        choices=_choices("normalize"),
+        help="oba: none, or max (scores / their max per tensor)",
+    )
     g.add_argument(
         "--add-magnitude", action="store_true", help="oba: add |θ| to the scores (unstructured)"
     )
@@ -206,6 +231,34 @@ def _add_run_options(p: argparse.ArgumentParser, *, pruning: bool) -> None:
     )
 
 
+#: Values of ``--device`` (``cuda:N`` stands for any GPU index).
+DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
+
+
+def _choices(option: str) -> tuple[str, ...]:
+    """The valid values of an enumerated run option, from where the option is defined."""
+    from curvprune.experiment import REGIMES
+    from curvprune.masks import SCOPES
+    from curvprune.training import LR_SCHEDULES
+
+    return {
+        "at": tuple(REGIMES),
+        "scope": SCOPES,
+        "lr_schedule": LR_SCHEDULES,
+        "normalize": ("none", "max"),
+    }[option]
+
+
+def _device(text: str) -> str:
+    """An argparse type for ``--device``: one of `DEVICES`, with N a GPU index."""
+    index = text[len("cuda:") :] if text.startswith("cuda:") else None
+    if text in DEVICES and text != "cuda:N" or (index is not None and index.isdigit()):
+        return text
+    raise argparse.ArgumentTypeError(
+        f"unknown --device {text!r}; valid: {', '.join(DEVICES)} (N a GPU index)"
+    )
+
+
 def _add_output_options(p: argparse.ArgumentParser, *, out_required: bool) -> None:
     g = p.add_argument_group("output")
     g.add_argument("--out", required=out_required, help="output directory")
@@ -215,6 +268,12 @@ def _add_output_options(p: argparse.ArgumentParser, *, out_required: bool) -> No
         metavar="DIR",
         help="also log scalars to TensorBoard in DIR (needs the tensorboard package)",
     )
+
+
+def _report_formats() -> tuple[str, ...]:
+    from curvprune.report import REPORT_FORMATS
+
+    return tuple(REPORT_FORMATS)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -279,6 +338,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="rebuild summary.md and the plots from DIR/results.csv")
     p.add_argument("dir", help="a sweep's output directory")
+    p.add_argument(
+        "--format",
+        choices=_report_formats(),
+        default="markdown",
+        help="table printed and written next to summary.md: markdown (summary.md), latex "
+        "(summary.tex, booktabs, mean ± std, best in bold) or csv (summary_table.csv, "
+        "aggregated over seeds); default markdown",
+    )
     return parser
 
 
@@ -305,12 +372,18 @@ def _cmd_list(args: argparse.Namespace) -> None:
             ("structured", c.structured and c.unstructured),
             ("structured only", not c.unstructured),
         )
-        flags = [t for t, on in kinds if on]
+        # A tag that the description already states is not repeated.
+        flags = [t for t, on in kinds if on and t not in c.description]
         return f" [{', '.join(flags)}]" if flags else ""
 
+    external = {
+        "torchvision:NAME": "any torchvision classification model, e.g. torchvision:resnet18, "
+        "adapted to the dataset's channels and classes",
+        "timm:NAME": "any timm model, e.g. timm:resnet18 (needs: pip install timm)",
+    }
     sections = {
         "criteria": {n: c.description + tags(c) for n, c in CRITERIA.items()},
-        "models": {n: m.description for n, m in MODELS.items()},
+        "models": {**{n: m.description for n, m in MODELS.items()}, **external},
         "datasets": {n: d.description for n, d in DATASETS.items()},
         "regimes": REGIMES,
     }
@@ -434,7 +507,7 @@ def _one_device(configs: Sequence[Any]) -> str:
 def _cmd_report(args: argparse.Namespace) -> None:
     from curvprune.report import build_report
 
-    print(build_report(args.dir), end="")
+    print(build_report(args.dir, format=args.format), end="")
 
 
 def _print_error(err: Exception) -> None:
