@@ -157,3 +157,9 @@ def test_csv_table_aggregates_over_seeds():
     assert float(table[0]["test_accuracy_mean"]) == pytest.approx(0.81)
     assert float(table[0]["test_accuracy_std"]) == pytest.approx(0.01)
     assert aggregate([]) == [] and csv_table([]) == ""
+
+
+def test_settings_of_one_criterion_are_listed_together():
+    rows = grid(["hts", "snip", "magnitude"])
+    order = [key[0] for key in same_mask_settings(rows)]
+    assert order == ["magnitude", "snip", "snip", "hts", "hts"]

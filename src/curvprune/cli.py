@@ -266,7 +266,14 @@ def _add_output_options(p: argparse.ArgumentParser, *, out_required: bool) -> No
     g.add_argument(
         "--tensorboard",
         metavar="DIR",
-        help="also log scalars to TensorBoard in DIR (needs the tensorboard package)",
+        help="also log scalars to TensorBoard in DIR, and each run's options and final "
+        "metrics to its HParams tab (needs the tensorboard package)",
+    )
+    g.add_argument(
+        "--wandb",
+        metavar="PROJECT",
+        help="also log each finished run's options and final metrics to Weights & Biases "
+        "project PROJECT (needs the wandb package)",
     )
 
 
@@ -349,7 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_NOT_RUN_OPTIONS = ("command", "out", "quiet", "tensorboard", "config")
+_NOT_RUN_OPTIONS = ("command", "out", "quiet", "tensorboard", "config", "wandb")
 
 
 def _run_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -396,10 +403,23 @@ def _cmd_list(args: argparse.Namespace) -> None:
             print(f"  {name:<{width}}  {text}")
 
 
+def _wandb_logger(args: argparse.Namespace, group: str | None = None):
+    """With ``--wandb PROJECT``: a function logging one result there (wandb checked now, before
+    any work); else None."""
+    project = getattr(args, "wandb", None)
+    if project is None:
+        return None
+    from curvprune.loggers import log_wandb, require_wandb
+
+    module = require_wandb()
+    return lambda result: log_wandb(project, result, group=group, wandb=module)
+
+
 def _cmd_train(args: argparse.Namespace) -> None:
     from curvprune.experiment import RunConfig, train_dense
 
     cfg = RunConfig.from_dict(_run_options(args)).validate(pruning=False)
+    to_wandb = _wandb_logger(args)
     quiet = getattr(args, "quiet", False)
     with launch.process_group(cfg.device):
         result = train_dense(
@@ -411,6 +431,8 @@ def _cmd_train(args: argparse.Namespace) -> None:
         )
         if not launch.is_main():
             return
+    if to_wandb is not None:
+        to_wandb(result)
     print(
         f"{cfg.model} on {cfg.dataset}: test accuracy {result['test_accuracy']:.4f} after "
         f"{cfg.epochs:g} epochs; wrote {Path(args.out) / 'model.safetensors'}"
@@ -423,6 +445,7 @@ def _cmd_prune(args: argparse.Namespace) -> None:
     cfg = RunConfig.from_dict(_run_options(args)).validate()
     quiet = getattr(args, "quiet", False)
     out = getattr(args, "out", None)
+    to_wandb = _wandb_logger(args)
     with launch.process_group(cfg.device):
         r = run_experiment(
             cfg,
@@ -434,6 +457,8 @@ def _cmd_prune(args: argparse.Namespace) -> None:
         )
         if not launch.is_main():
             return
+    if to_wandb is not None:
+        to_wandb(r)
     wrote = f"; wrote {Path(out) / 'result.json'}" if out else ""
     if r["structured"]:
         latency = r["latency_ms"]
@@ -478,9 +503,15 @@ def _cmd_sweep(args: argparse.Namespace) -> None:
     configs = expand_grid(spec)
     for cfg in configs:
         cfg.validate(strict=False)
+    to_wandb = _wandb_logger(args, group=str(out))
     with launch.process_group(_one_device(configs)):
         counts = run_sweep(
-            configs, out, quiet=quiet, log=_log(quiet), tensorboard=cli.get("tensorboard")
+            configs,
+            out,
+            quiet=quiet,
+            log=_log(quiet),
+            tensorboard=cli.get("tensorboard"),
+            on_result=to_wandb,
         )
         if not launch.is_main():
             return

@@ -978,7 +978,16 @@ def run_experiment(
                 metadata=_checkpoint_metadata(cfg, run),
             )
         atomic_write_text(Path(out_dir) / "result.json", json.dumps(result, indent=2) + "\n")
+    _log_hparams(run, tensorboard, result)
     return result
+
+
+def _log_hparams(run: _Run, tensorboard: str | None, result: Mapping[str, Any]) -> None:
+    """Options and final metrics into TensorBoard's HParams tab (`curvprune.loggers`)."""
+    if tensorboard and run.main:
+        from curvprune.loggers import log_tensorboard_hparams
+
+        log_tensorboard_hparams(tensorboard, result)
 
 
 def _save_structured(run: _Run, path: Path) -> None:
@@ -1042,6 +1051,7 @@ def train_dense(
             run.model, Path(out_dir) / "model.safetensors", metadata=_checkpoint_metadata(cfg, run)
         )
         atomic_write_text(Path(out_dir) / "result.json", json.dumps(result, indent=2) + "\n")
+    _log_hparams(run, tensorboard, result)
     return result
 
 

@@ -149,7 +149,20 @@ def same_mask_settings(rows: Sequence[Mapping[str, str]]) -> dict[tuple, list[tu
             merged[key] = [key]
         else:
             merged[home].append(key)
-    return merged
+    return {key: merged[key] for key in _by_criterion(groups, merged)}
+
+
+def _by_criterion(groups: Mapping[tuple, Mapping], keys) -> list[tuple]:
+    """`keys` ordered by criterion (registry order of `CRITERION_COLOURS`, then by name), and
+    by first appearance within a criterion, so a criterion's settings sit together."""
+    rank = {name: i for i, name in enumerate(CRITERION_COLOURS)}
+    order = {key: i for i, key in enumerate(keys)}
+
+    def sort_key(key: tuple) -> tuple:
+        criterion = next(iter(groups[key].values()))[0].get("criterion", "")
+        return (rank.get(criterion, len(rank)), criterion, order[key])
+
+    return sorted(keys, key=sort_key)
 
 
 def _merged_name(columns: Sequence[str], keys: Sequence[tuple]) -> str:
@@ -338,7 +351,8 @@ def plot_accuracy_vs_macs(rows: Sequence[Mapping[str, str]], path: Path, styles_
     axes = list(axes[0])
     kept_all = []
     for ax, (metric, panel_title) in zip(axes, panels):
-        for key, by_t in groups.items():
+        for key in _by_criterion(groups, groups):
+            by_t = groups[key]
             points = []
             for runs in by_t.values():
                 mean, std = _mean_std([_float(r.get(metric)) for r in runs])
