@@ -190,10 +190,12 @@ def describe(rows: Sequence[Mapping[str, str]]) -> str:
         after = _distinct(rows, "prune_after")
         if after:
             regime = f"pruned after {'/'.join(f'{_float(a):g}' for a in after)} epochs"
-    epochs = "/".join(f"{_float(e):g}" for e in _distinct(rows, "epochs")) or "?"
+    epoch_values = [_float(e) for e in _distinct(rows, "epochs")]
+    epochs = "/".join(f"{e:g}" for e in epoch_values) or "?"
+    epochs += " epoch" if epoch_values == [1] else " epochs"
     seeds = len(_distinct(rows, "seed"))
     return (
-        f"{model} on {dataset}, {regime}, {epochs} epochs after pruning, "
+        f"{model} on {dataset}, {regime}, {epochs} after pruning, "
         f"{seeds} seed{'s' if seeds != 1 else ''}"
     )
 
@@ -237,15 +239,21 @@ def _reference_lines(ax, rows, metric: str, dense: Sequence[Mapping[str, str]]) 
     return known
 
 
-def _log_remaining_axis(ax, remaining: Sequence[float], label: str) -> None:
-    """Log x axis of remaining weights (%), ticks at the values used, harder to the right."""
+def _log_remaining_axis(
+    ax, remaining: Sequence[float], label: str, ticks: Sequence[float] | None = None
+) -> None:
+    """Log x axis of what remains (%), harder pruning to the right.
+
+    Ticks at `ticks` (default: the values in `remaining`, which suits targets shared by all
+    settings; pass round numbers when each setting lands elsewhere)."""
     from matplotlib.ticker import FixedLocator, NullLocator
 
     ax.set_xscale("log")
-    ticks = sorted(set(remaining))
-    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    shown = sorted(set(remaining if ticks is None else ticks))
+    ax.xaxis.set_major_locator(FixedLocator(shown))
     ax.xaxis.set_minor_locator(NullLocator())
-    ax.set_xticklabels([f"{t:.3g}" for t in ticks])
+    ax.set_xticklabels([f"{t:.3g}" for t in shown])
+    ticks = sorted(set(remaining)) or shown
     if ticks:
         ax.set_xlim(max(ticks) * 1.25, min(ticks) / 1.25)  # inverted: less kept to the right
     ax.set_xlabel(label)
@@ -253,7 +261,8 @@ def _log_remaining_axis(ax, remaining: Sequence[float], label: str) -> None:
 
 def _panels(rows: Sequence[Mapping[str, str]]) -> list[tuple[str, str]]:
     """(metric column, panel title): before and after training on, or one if they agree."""
-    after = f"after {'/'.join(f'{_float(e):g}' for e in _distinct(rows, 'epochs'))} epochs"
+    epochs = [_float(e) for e in _distinct(rows, "epochs")]
+    after = f"after {'/'.join(f'{e:g}' for e in epochs)} epoch{'' if epochs == [1] else 's'}"
     before = [_float(r.get("accuracy_at_prune")) for r in rows]
     final = [_float(r.get("test_accuracy")) for r in rows]
     same = all(a == b or (math.isnan(a) and math.isnan(b)) for a, b in zip(before, final))
@@ -280,6 +289,7 @@ def _finish(fig, axes, rows, path: Path, title: str, dense_known: bool = True) -
         loc="upper left",
         bbox_to_anchor=(1.0, 0.93),
         title=note,
+        alignment="left",
         title_fontsize=7,
         frameon=False,
     )
@@ -365,7 +375,10 @@ def plot_accuracy_vs_macs(rows: Sequence[Mapping[str, str]], path: Path, styles_
             ax.errorbar(xs, means, yerr=stds, capsize=2, markersize=4, linewidth=1.2,
                         label=_setting_name(columns, key), **styles.of(first))  # fmt: skip
         dense_known = _reference_lines(ax, rows, metric, [])
-        _log_remaining_axis(ax, [round(x, 1) for x in kept_all], "MACs kept (% of dense, log)")
+        # Each setting lands at its own MACs: ticks at round numbers within the range.
+        low, high = min(kept_all), max(kept_all)
+        nice = [v for v in (1, 2, 5, 10, 20, 30, 50, 70, 100) if low / 1.3 <= v <= high * 1.3]
+        _log_remaining_axis(ax, kept_all, "MACs kept (% of dense, log scale)", nice)
         ax.set_title(panel_title, fontsize=9)
         ax.set_ylabel("test top-1 accuracy (%)")
         ax.grid(alpha=0.3)
