@@ -29,6 +29,10 @@ def test_list_names_everything(capsys):
         assert f"  {name} " in out
     code, out, _ = run(capsys, "list", "criteria")
     assert code == 0 and "models:" not in out and len(out.splitlines()) == len(CRITERIA) + 1
+    assert "(structured only) [structured only]" not in out
+    assert "data-free SynFlow (100 rounds by default)\n" in out  # no repeated [data-free]
+    code, out, _ = run(capsys, "list", "models")
+    assert "  torchvision:NAME " in out and "  timm:NAME " in out
 
 
 def test_train_prune_sweep_report_end_to_end(tmp_path, capsys):
@@ -99,8 +103,11 @@ BAD_INPUTS = [
     (["prune", "--criterion", "l1"], "scores channels only"),
     (["prune", "--model", "alexnet"], "valid: mlp, lenet300"),
     (["prune", "--dataset", "svhn"], "valid: digits, mnist"),
-    (["prune", "--at", "later"], "valid: init, early, trained, gradual"),
-    (["prune", "--scope", "local"], "global, layerwise"),
+    (["prune", "--at", "later"], "argument --at: invalid choice: 'later'"),
+    (["prune", "--scope", "local"], "argument --scope: invalid choice: 'local'"),
+    (["prune", "--lr-schedule", "step"], "argument --lr-schedule: invalid choice: 'step'"),
+    (["prune", "--device", "cuda:x"], "valid: auto, cpu, cuda, cuda:N, mps"),
+    (["report", "{tmp}", "--format", "html"], "argument --format: invalid choice: 'html'"),
     (["prune", "--criterion", "snip", "--temperature", "2"], "does not apply to criterion snip"),
     (["prune", "--at", "init", "--pretrain-epochs", "2"], "applies to --at trained or gradual"),
     (["prune", "--at", "trained"], "needs --checkpoint FILE or --pretrain-epochs"),

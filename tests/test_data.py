@@ -25,6 +25,7 @@ FASHION_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 def isolated_env(tmp_path, monkeypatch):
     """No test sees the user's $CURVPRUNE_DATA or ~/.cache."""
     monkeypatch.delenv("CURVPRUNE_DATA", raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
 
 
@@ -185,6 +186,42 @@ def test_digits_split_does_not_depend_on_seed():
     assert torch.equal(next(iter(a.test))[0], next(iter(b.test))[0])
 
 
+def test_shipped_digits_equal_scikit_learns_split():
+    """digits.npz is bit-identical to the split curvprune drew from scikit-learn before."""
+    sklearn_datasets = pytest.importorskip("sklearn.datasets")
+    from sklearn.model_selection import train_test_split
+
+    from curvprune.data.loading import DIGITS_SPLIT_SEED, DIGITS_TEST_SIZE, _digits
+
+    bunch = sklearn_datasets.load_digits()
+    x = bunch.data.astype(np.uint8).reshape(-1, 1, 8, 8)
+    y = bunch.target.astype(np.int64)
+    expected = train_test_split(
+        x, y, test_size=DIGITS_TEST_SIZE, stratify=y, random_state=DIGITS_SPLIT_SEED
+    )
+    x_tr, x_te, y_tr, y_te = (torch.from_numpy(np.ascontiguousarray(a)) for a in expected)
+    got = _digits()
+    for mine, theirs in zip(got, (x_tr, y_tr, x_te, y_te), strict=True):
+        assert mine.dtype == theirs.dtype and torch.equal(mine, theirs)
+
+
+def test_digits_need_neither_scikit_learn_nor_scipy():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['sklearn'] = None; sys.modules['scipy'] = None\n"
+        "from curvprune.data import load_data\n"
+        "d = load_data('digits'); print(d.num_train, d.num_test)"
+    )
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True,
+        env={**os.environ, "PYTHONPATH": src},
+    )  # fmt: skip
+    assert out.stdout.split() == ["1437", "360"]
+
+
 # ---------------------------------------------------------------- MNIST family and lookup
 
 
@@ -239,6 +276,24 @@ def test_missing_files_name_every_place_looked(tmp_path, monkeypatch):
     ):
         assert str(place) in message
     assert "train-images-idx3-ubyte" in message
+
+
+def test_cache_follows_xdg_cache_home(tmp_path, monkeypatch):
+    make_mnist(tmp_path / "xdg" / "curvprune" / "mnist", n_train=9)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert load_data("mnist").num_train == 9
+    monkeypatch.setenv("XDG_CACHE_HOME", "")  # empty: as if unset
+    with pytest.raises(DataError, match=str(tmp_path / "home" / ".cache" / "curvprune")):
+        load_data("mnist")
+
+
+def test_missing_data_suggests_download_where_torchvision_can(tmp_path):
+    with pytest.raises(DataError, match="add --download") as err:
+        load_data("cifar10")
+    assert str(tmp_path / "home" / ".cache" / "curvprune" / "cifar10") in str(err.value)
+    with pytest.raises(DataError) as err:  # not downloadable
+        load_data("tinyimagenet")
+    assert "--download" not in str(err.value)
 
 
 def test_partial_folder_says_what_is_missing(tmp_path):

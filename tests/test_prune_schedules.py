@@ -8,7 +8,7 @@ from cases import CASES
 
 import curvprune as cp
 from curvprune._core.params import prunable_weights
-from curvprune.pruning import SCHEDULES, round_sparsities
+from curvprune.pruning.oneshot import SCHEDULES, round_sparsities
 
 
 def test_round_sparsities_of_every_schedule():

@@ -66,7 +66,13 @@ def _add_run_options(p: argparse.ArgumentParser, *, pruning: bool) -> None:
         "places; the error lists them)",
     )
     g.add_argument("--download", action="store_true", help="let torchvision download the data")
-    g.add_argument("--train-limit", type=int, help="use only the first N training examples")
+    g.add_argument(
+        "--train-limit",
+        type=int,
+        metavar="N",
+        help="train on a random subset of N training examples, drawn with --seed (the same "
+        "subset for the same seed)",
+    )
     g.add_argument(
         "--no-augment",
         dest="augment",
@@ -84,7 +90,9 @@ def _add_run_options(p: argparse.ArgumentParser, *, pruning: bool) -> None:
     g.add_argument("--lr", type=float, help=f"peak SGD learning rate (default {d.lr:g})")
     g.add_argument("--momentum", type=float, help=f"default {d.momentum:g}")
     g.add_argument("--weight-decay", type=float, help=f"default {d.weight_decay:g}")
-    g.add_argument("--lr-schedule", help=f"cosine or multistep (default {d.lr_schedule})")
+    g.add_argument(
+        "--lr-schedule", choices=_choices("lr_schedule"), help=f"default {d.lr_schedule}"
+    )
     g.add_argument(
         "--milestones",
         type=_csv(float),
@@ -92,7 +100,12 @@ def _add_run_options(p: argparse.ArgumentParser, *, pruning: bool) -> None:
     )
     g.add_argument("--gamma", type=float, help=f"multistep decay factor (default {d.gamma:g})")
     g.add_argument("--seed", type=int, help=f"default {d.seed}")
-    g.add_argument("--device", help="auto, cpu or cuda (default auto)")
+    g.add_argument(
+        "--device",
+        type=_device,
+        metavar="{" + ",".join(DEVICES) + "}",
+        help="auto (cuda if available, else cpu), cpu, cuda, cuda:N or mps (default auto)",
+    )
     g.add_argument(
         "--threads",
         type=int,
@@ -108,7 +121,11 @@ def _add_run_options(p: argparse.ArgumentParser, *, pruning: bool) -> None:
         type=float,
         help=f"fraction of prunable weights removed, in [0, 1) (default {d.sparsity:g})",
     )
-    g.add_argument("--scope", help=f"global or layerwise thresholds (default {d.scope})")
+    g.add_argument(
+        "--scope",
+        choices=_choices("scope"),
+        help=f"one threshold across tensors or one per tensor (default {d.scope})",
+    )
     g.add_argument(
         "--score-samples",
         type=int,
@@ -118,7 +135,11 @@ def _add_run_options(p: argparse.ArgumentParser, *, pruning: bool) -> None:
     g.add_argument(
         "--iterations", type=int, help="prune in this many rounds (any criterion; synflow: 100)"
     )
-    g.add_argument("--at", help=f"regime: init, early, trained or gradual (default {d.at})")
+    g.add_argument(
+        "--at",
+        choices=_choices("at"),
+        help=f"regime, see `curvprune list regimes` (default {d.at})",
+    )
     g.add_argument(
         "--bn-warmup",
         action="store_true",
@@ -201,6 +222,29 @@ def _add_criterion_options(p: argparse.ArgumentParser) -> None:
         g.add_argument(opt.flag, **kwargs)
 
 
+#: Values of ``--device`` (``cuda:N`` stands for any GPU index).
+DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
+
+
+def _choices(option: str) -> tuple[str, ...]:
+    """The valid values of an enumerated run option, from where the option is defined."""
+    from curvprune.experiments.config import REGIMES
+    from curvprune.pruning.masks import SCOPES
+    from curvprune.training import LR_SCHEDULES
+
+    return {"at": tuple(REGIMES), "scope": SCOPES, "lr_schedule": LR_SCHEDULES}[option]
+
+
+def _device(text: str) -> str:
+    """An argparse type for ``--device``: one of `DEVICES`, with N a GPU index."""
+    index = text[len("cuda:") :] if text.startswith("cuda:") else None
+    if text in DEVICES and text != "cuda:N" or (index is not None and index.isdigit()):
+        return text
+    raise argparse.ArgumentTypeError(
+        f"unknown --device {text!r}; valid: {', '.join(DEVICES)} (N a GPU index)"
+    )
+
+
 def _add_output_options(p: argparse.ArgumentParser, *, out_required: bool) -> None:
     g = p.add_argument_group("output")
     g.add_argument("--out", required=out_required, help="output directory")
@@ -208,8 +252,21 @@ def _add_output_options(p: argparse.ArgumentParser, *, out_required: bool) -> No
     g.add_argument(
         "--tensorboard",
         metavar="DIR",
-        help="also log scalars to TensorBoard in DIR (needs the tensorboard package)",
+        help="also log scalars to TensorBoard in DIR, and each run's options and final "
+        "metrics to its HParams tab (needs the tensorboard package)",
     )
+    g.add_argument(
+        "--wandb",
+        metavar="PROJECT",
+        help="also log each finished run's options and final metrics to Weights & Biases "
+        "project PROJECT (needs the wandb package)",
+    )
+
+
+def _report_formats() -> tuple[str, ...]:
+    from curvprune.experiments.report import REPORT_FORMATS
+
+    return tuple(REPORT_FORMATS)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -274,10 +331,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="rebuild summary.md and the plots from DIR/results.csv")
     p.add_argument("dir", help="a sweep's output directory")
+    p.add_argument(
+        "--format",
+        choices=_report_formats(),
+        default="markdown",
+        help="table printed and written next to summary.md: markdown (summary.md), latex "
+        "(summary.tex, booktabs, mean ± std, best in bold) or csv (summary_table.csv, "
+        "aggregated over seeds); default markdown",
+    )
     return parser
 
 
-_NOT_RUN_OPTIONS = ("command", "out", "quiet", "tensorboard", "config")
+_NOT_RUN_OPTIONS = ("command", "out", "quiet", "tensorboard", "config", "wandb")
 
 
 def _run_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -300,12 +365,18 @@ def _cmd_list(args: argparse.Namespace) -> None:
             ("structured", c.structured and c.unstructured),
             ("structured only", not c.unstructured),
         )
-        flags = [t for t, on in kinds if on]
+        # A tag that the description already states is not repeated.
+        flags = [t for t, on in kinds if on and t not in c.description]
         return f" [{', '.join(flags)}]" if flags else ""
 
+    external = {
+        "torchvision:NAME": "any torchvision classification model, e.g. torchvision:resnet18, "
+        "adapted to the dataset's channels and classes",
+        "timm:NAME": "any timm model, e.g. timm:resnet18 (needs: pip install timm)",
+    }
     sections = {
         "criteria": {n: c.description + tags(c) for n, c in CRITERIA.items()},
-        "models": {n: m.description for n, m in MODELS.items()},
+        "models": {**{n: m.description for n, m in MODELS.items()}, **external},
         "datasets": {n: d.description for n, d in DATASETS.items()},
         "regimes": REGIMES,
     }
@@ -318,11 +389,26 @@ def _cmd_list(args: argparse.Namespace) -> None:
             print(f"  {name:<{width}}  {text}")
 
 
+def _wandb_logger(args: argparse.Namespace, group: str | None = None):
+    """With ``--wandb PROJECT``: a function logging one result there; else None.
+
+    The wandb package is checked now, before any work.
+    """
+    project = getattr(args, "wandb", None)
+    if project is None:
+        return None
+    from curvprune.experiments.loggers import log_wandb, require_wandb
+
+    module = require_wandb()
+    return lambda result: log_wandb(project, result, group=group, wandb=module)
+
+
 def _cmd_train(args: argparse.Namespace) -> None:
     from curvprune.experiments.config import RunConfig
     from curvprune.experiments.regimes import train_dense
 
     cfg = RunConfig.from_dict(_run_options(args)).validate(pruning=False)
+    to_wandb = _wandb_logger(args)
     quiet = getattr(args, "quiet", False)
     with launch.process_group(cfg.device):
         result = train_dense(
@@ -334,6 +420,8 @@ def _cmd_train(args: argparse.Namespace) -> None:
         )
         if not launch.is_main():
             return
+    if to_wandb is not None:
+        to_wandb(result)
     print(
         f"{cfg.model} on {cfg.dataset}: test accuracy {result['test_accuracy']:.4f} after "
         f"{cfg.epochs:g} epochs; wrote {Path(args.out) / 'model.safetensors'}"
@@ -347,6 +435,7 @@ def _cmd_prune(args: argparse.Namespace) -> None:
     cfg = RunConfig.from_dict(_run_options(args)).validate()
     quiet = getattr(args, "quiet", False)
     out = getattr(args, "out", None)
+    to_wandb = _wandb_logger(args)
     with launch.process_group(cfg.device):
         r = run_experiment(
             cfg,
@@ -358,6 +447,8 @@ def _cmd_prune(args: argparse.Namespace) -> None:
         )
         if not launch.is_main():
             return
+    if to_wandb is not None:
+        to_wandb(r)
     wrote = f"; wrote {Path(out) / 'result.json'}" if out else ""
     if r["structured"]:
         latency = r["latency_ms"]
@@ -402,9 +493,15 @@ def _cmd_sweep(args: argparse.Namespace) -> None:
     configs = expand_grid(spec)
     for cfg in configs:
         cfg.validate(strict=False)
+    to_wandb = _wandb_logger(args, group=str(out))
     with launch.process_group(_one_device(configs)):
         counts = run_sweep(
-            configs, out, quiet=quiet, log=_log(quiet), tensorboard=cli.get("tensorboard")
+            configs,
+            out,
+            quiet=quiet,
+            log=_log(quiet),
+            tensorboard=cli.get("tensorboard"),
+            on_result=to_wandb,
         )
         if not launch.is_main():
             return
@@ -431,7 +528,7 @@ def _one_device(configs: Sequence[Any]) -> str:
 def _cmd_report(args: argparse.Namespace) -> None:
     from curvprune.experiments.report import build_report
 
-    print(build_report(args.dir), end="")
+    print(build_report(args.dir, format=args.format), end="")
 
 
 def _print_error(err: Exception) -> None:

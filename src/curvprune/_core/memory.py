@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import resource
 import sys
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -95,3 +96,69 @@ def peak_memory_bytes(device: torch.device | str = "cpu") -> int:
         return torch.cuda.max_memory_allocated(device)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss if sys.platform == "darwin" else rss * 1024
+
+
+@dataclass(frozen=True)
+class MemoryBaseline:
+    """What a process held before some work, so that its peak can be reported relative to it.
+
+    Attributes:
+        device: the device measured (``"cpu"``: resident set size; CUDA: allocated bytes).
+        bytes: memory in use when the baseline was taken.
+        peak_reset: True if the peak was reset then (CUDA always; CPU on Linux through
+            ``/proc/self/clear_refs``), so a later peak covers only the work after it.
+    """
+
+    device: str
+    bytes: int
+    peak_reset: bool
+
+
+def _proc_status_bytes(field: str) -> int | None:
+    """A ``kB`` field (``VmRSS``, ``VmHWM``) of ``/proc/self/status`` in bytes, or None."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def memory_baseline(device: torch.device | str = "cpu") -> MemoryBaseline:
+    """Reset the peak and record the memory in use now; see `peak_memory_since`.
+
+    On CUDA: ``torch.cuda.reset_peak_memory_stats`` and ``memory_allocated``. On the CPU: the
+    current resident set size; on Linux the kernel's high-water mark is reset too (writing 5
+    to ``/proc/self/clear_refs``), elsewhere the peak stays the process's lifetime maximum.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return MemoryBaseline(str(device), torch.cuda.memory_allocated(device), True)
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        reset = True
+    except OSError:
+        reset = False
+    rss = _proc_status_bytes("VmRSS")
+    return MemoryBaseline(str(device), rss if rss is not None else peak_memory_bytes(), reset)
+
+
+def peak_memory_since(baseline: MemoryBaseline) -> int:
+    """Peak bytes above `baseline` since it was taken (0 if memory never rose above it).
+
+    What the work itself cost, without what the process held before (the ``torch`` import
+    alone is several hundred MB of resident memory). Without a peak reset (CPU, not Linux)
+    this is the lifetime peak minus the baseline: an upper bound of the work's own peak when
+    something before the baseline used more.
+    """
+    device = torch.device(baseline.device)
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device)
+    else:
+        hwm = _proc_status_bytes("VmHWM")
+        peak = hwm if hwm is not None else peak_memory_bytes()
+    return max(0, peak - baseline.bytes)

@@ -1,7 +1,8 @@
 """Finding dataset files on disk.
 
 Lookup order, first complete match wins: the explicit ``data_dir`` (the dataset folder itself or
-a parent holding ``<name>/``), ``$CURVPRUNE_DATA/<name>``, ``~/.cache/curvprune/<name>``, then
+a parent holding ``<name>/``), ``$CURVPRUNE_DATA/<name>``, ``$XDG_CACHE_HOME/curvprune/<name>``
+(default ``~/.cache/curvprune/<name>``), then
 system-wide copies (``/usr/share/datasets/fashion-mnist`` from the Debian package
 ``dataset-fashion-mnist``). Inside each of those folders the torchvision layouts
 (``MNIST/raw/``, ``cifar-10-batches-py/``, ...) are also accepted, so a torchvision ``root``
@@ -78,8 +79,14 @@ def candidate_dirs(name: str, data_dir: str | os.PathLike | None) -> list[Path]:
 
 
 def default_cache_dir(name: str) -> Path:
-    """``~/.cache/curvprune/<name>``, where downloads go when no ``data_dir`` is given."""
-    return Path.home() / ".cache" / "curvprune" / name
+    """``$XDG_CACHE_HOME/curvprune/<name>``, or ``~/.cache/curvprune/<name>``.
+
+    The second when that variable is unset or empty. Searched for files, and where downloads go
+    without ``data_dir``.
+    """
+    cache = os.environ.get("XDG_CACHE_HOME")
+    root = Path(cache).expanduser() if cache else Path.home() / ".cache"
+    return root / "curvprune" / name
 
 
 def _match(name: str, root: Path) -> tuple[dict[str, Path], list[str]]:
@@ -138,8 +145,17 @@ def not_found_message(name: str, looked: list[str]) -> str:
     need = ", ".join(REQUIRED[name]) + (" (each optionally .gz)" if name in _GZ_OPTIONAL else "")
     subs = [f"{sub}/" for sub in SUBDIRS[name] if sub]
     inside = f" (and inside each: {', '.join(subs)})" if subs else ""
+    from curvprune.data.registry import DATASETS
+
+    info = DATASETS.get(name)
+    download = (
+        f", or add --download (download=True) to let torchvision fetch them into "
+        f"{default_cache_dir(name)} or --data-dir"
+        if info is not None and info.downloadable
+        else ""
+    )
     return (
         f"dataset {name!r} not found: need {need}; looked in: {', '.join(looked)}{inside}. "
         f"Pass data_dir=... (--data-dir on the command line), set ${ENV_VAR}, or put the "
-        f"files in {default_cache_dir(name)}"
+        f"files in {default_cache_dir(name)}{download}"
     )

@@ -257,16 +257,17 @@ def _load_arrays(
 
 
 def _digits() -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
+    """The digits split shipped in ``digits.npz`` (see ``DIGITS_NOTICE.md`` next to it).
 
-    bunch = load_digits()
-    x = bunch.data.astype(np.uint8).reshape(-1, 1, 8, 8)  # pixel values 0..16
-    y = bunch.target.astype(np.int64)
-    x_tr, x_te, y_tr, y_te = train_test_split(
-        x, y, test_size=DIGITS_TEST_SIZE, stratify=y, random_state=DIGITS_SPLIT_SEED
-    )
-    return tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in (x_tr, y_tr, x_te, y_te))
+    It is scikit-learn's ``load_digits`` split by ``train_test_split(test_size=DIGITS_TEST_SIZE,
+    stratify=y, random_state=DIGITS_SPLIT_SEED)``, pixel values 0..16 as uint8.
+    """
+    from importlib.resources import files as package_files
+
+    with package_files("curvprune.data").joinpath("digits.npz").open("rb") as f, np.load(f) as z:
+        arrays = (z["x_train"], z["y_train"].astype(np.int64), z["x_test"])
+        arrays += (z["y_test"].astype(np.int64),)
+    return tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in arrays)
 
 
 _TORCHVISION_CLASSES = {

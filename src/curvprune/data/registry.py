@@ -38,7 +38,8 @@ class DatasetInfo:
 DATASETS: dict[str, DatasetInfo] = {
     "digits": DatasetInfo(
         name="digits",
-        description="scikit-learn 8x8 handwritten digits, 1437 train / 360 test, no download",
+        description="UCI 8x8 handwritten digits (as in scikit-learn), 1437 train / 360 test, "
+        "shipped with curvprune",
         in_channels=1,
         num_classes=10,
         image_size=8,
@@ -46,7 +47,7 @@ DATASETS: dict[str, DatasetInfo] = {
         mean=(0.3053,),
         std=(0.3760,),
         in_memory=True,
-        files="embedded in scikit-learn (sklearn.datasets.load_digits)",
+        files="shipped in the package (curvprune/data/digits.npz, UCI data, CC BY 4.0)",
     ),
     "mnist": DatasetInfo(
         name="mnist",

@@ -48,7 +48,7 @@ _ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 
 
 def resolve_device(name: str) -> torch.device:
-    """Turn ``auto``, ``cpu`` or ``cuda`` (optionally ``cuda:N``) into a `torch.device`.
+    """Turn ``auto``, ``cpu``, ``cuda`` (optionally ``cuda:N``) or ``mps`` into a `torch.device`.
 
     Raises:
         InvalidArgument: For an unknown name, or ``cuda`` on a machine without a usable GPU.
@@ -63,7 +63,13 @@ def resolve_device(name: str) -> torch.device:
                 f"--device {name}: no CUDA device is available here; use --device cpu or auto"
             )
         return torch.device(name)
-    raise InvalidArgument(f"unknown --device {name!r}; valid: auto, cpu, cuda, cuda:N")
+    if name == "mps":
+        if not torch.backends.mps.is_available():
+            raise InvalidArgument(
+                "--device mps: no Apple-silicon GPU (MPS) is available here; use --device cpu"
+            )
+        return torch.device("mps")
+    raise InvalidArgument(f"unknown --device {name!r}; valid: auto, cpu, cuda, cuda:N, mps")
 
 
 def torchrun_env() -> tuple[int, int, int] | None:

@@ -85,6 +85,7 @@ def run_experiment(
         strict: Reject options that the regime or criterion would ignore.
     """
     from curvprune.pruning.masks import sparsity_report
+    from curvprune.structured.measure import effective_macs
 
     cfg = cfg.validate(strict=strict)
     wall = time.perf_counter()
@@ -138,6 +139,9 @@ def run_experiment(
         num_prunable = sum(
             int(b.numel()) for n, b in run.model.named_buffers() if n.endswith("_mask")
         )
+        # MACs per sample: dense, and Σ layer MACs × layer density (what sparse kernels do).
+        example = run.score_batches()[0][0][:1]
+        macs = dict(zip(("dense", "effective"), effective_macs(run.model, example, layer_density)))
     run.timings["total_s"] = time.perf_counter() - wall
     if run.writer is not None:
         run.writer.close()
@@ -155,7 +159,7 @@ def run_experiment(
         "sparsity": None if cfg.structured else cfg.sparsity,
         "actual_sparsity": float(actual),
         "structured": cfg.structured,
-        **(run.cost if cfg.structured else {}),
+        **(run.cost if cfg.structured else {"macs": macs}),
         "seed": cfg.seed,
         "epochs": cfg.epochs,
         "test_accuracy": test_accuracy,
@@ -185,7 +189,16 @@ def run_experiment(
                 metadata=_checkpoint_metadata(cfg, run),
             )
         atomic_write_text(Path(out_dir) / "result.json", json.dumps(result, indent=2) + "\n")
+    _log_hparams(run, tensorboard, result)
     return result
+
+
+def _log_hparams(run: Run, tensorboard: str | None, result: dict[str, Any]) -> None:
+    """Options and final metrics into TensorBoard's HParams tab (`experiments.loggers`)."""
+    if tensorboard and run.main:
+        from curvprune.experiments.loggers import log_tensorboard_hparams
+
+        log_tensorboard_hparams(tensorboard, result)
 
 
 def _save_structured(run: Run, path: Path) -> None:
@@ -248,6 +261,7 @@ def train_dense(
             run.model, Path(out_dir) / "model.safetensors", metadata=_checkpoint_metadata(cfg, run)
         )
         atomic_write_text(Path(out_dir) / "result.json", json.dumps(result, indent=2) + "\n")
+    _log_hparams(run, tensorboard, result)
     return result
 
 

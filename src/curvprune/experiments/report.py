@@ -16,11 +16,11 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from curvprune.errors import DataError
+from curvprune.errors import DataError, InvalidArgument
 from curvprune.experiments.files import atomic_write_text
-from curvprune.experiments.sweep import DENSITY_PREFIX, read_results
+from curvprune.experiments.sweep import read_results
 
-__all__ = ["SETTING_COLUMNS", "build_report", "summary_markdown"]
+__all__ = ["REPORT_FORMATS", "SETTING_COLUMNS", "build_report", "summary_markdown"]
 
 #: Columns that, when they vary within one sweep, split its runs into separate settings.
 SETTING_COLUMNS = (
@@ -190,119 +190,38 @@ def summary_markdown(rows: Sequence[Mapping[str, str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _style(index: int) -> str:
-    """Line style that changes each time matplotlib's 10 default colours come round again."""
-    return ("-", "--", ":", "-.")[(index // 10) % 4]
+#: Formats of `build_report`'s returned table, and the file each one is written to.
+REPORT_FORMATS = {"markdown": "summary.md", "latex": "summary.tex", "csv": "summary_table.csv"}
 
 
-def _plot_accuracy(rows: Sequence[Mapping[str, str]], path: Path) -> None:
-    """Accuracy against sparsity (unstructured runs), one line per setting."""
-    import matplotlib.pyplot as plt
+def build_report(
+    out_dir: str | os.PathLike, format: str = "markdown", *, plots: bool = True
+) -> str:
+    """Write the summary, the table in `format` and the plots from ``out_dir/results.csv``.
 
-    columns, groups = _group(rows)
-    targets = _targets(rows)
-    # Equal spacing per sparsity: 0.9 ... 0.995 would crowd together on a linear axis.
-    position = {t: i for i, t in enumerate(targets)}
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for index, (key, by_t) in enumerate(groups.items()):
-        xs, means, stds = [], [], []
-        for t in sorted(by_t):
-            mean, std = _mean_std([_float(r["test_accuracy"]) for r in by_t[t]])
-            xs.append(position[t])
-            means.append(100 * mean)
-            stds.append(100 * std)
-        ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, linestyle=_style(index),
-                    label=_setting_name(columns, key))  # fmt: skip
-    ax.set_xticks(range(len(targets)), [t[2] for t in targets])
-    ax.set_xlabel("sparsity (fraction of prunable weights removed)")
-    ax.set_ylabel("test top-1 accuracy (%)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    Returns the table text in `format`.
 
+    Formats: ``markdown`` (``summary.md``: accuracy, structured costs, layer collapse and
+    timings), ``latex`` (``summary.tex``: a booktabs table of test accuracy, mean ± std,
+    best per column in bold) and ``csv`` (``summary_table.csv``: one row per setting ×
+    target with means and standard deviations over seeds; see
+    `curvprune.experiments.report_tables.aggregate`). ``summary.md`` is always written.
 
-def _plot_accuracy_vs_macs(rows: Sequence[Mapping[str, str]], path: Path) -> None:
-    """Accuracy against the kept fraction of MACs (structured runs), one line per setting."""
-    import matplotlib.pyplot as plt
-
-    columns, groups = _group(rows)
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for index, (key, by_t) in enumerate(groups.items()):
-        points = []
-        for runs in by_t.values():
-            mean, std = _mean_std([_float(r["test_accuracy"]) for r in runs])
-            kept, _ = _mean_std([_float(r.get("macs_kept")) for r in runs])
-            points.append((100 * kept, 100 * mean, 100 * std))
-        points.sort(reverse=True)
-        xs, means, stds = zip(*points, strict=True)
-        ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, linestyle=_style(index),
-                    label=_setting_name(columns, key))  # fmt: skip
-    ax.invert_xaxis()  # more pruning to the right, as in the sparsity plot
-    ax.set_xlabel("MACs kept (% of the dense model, one forward pass)")
-    ax.set_ylabel("test top-1 accuracy (%)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-
-
-def _plot_layer_density(rows: Sequence[Mapping[str, str]], path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    columns, groups = _group(rows)
-    layers = list(dict.fromkeys(c for r in rows for c in r if c.startswith(DENSITY_PREFIX)))
-    targets = _targets(rows)[-4:]  # the hardest cases
-    fig, axes = plt.subplots(
-        1, len(targets), figsize=(4.2 * len(targets), 4), sharey=True, squeeze=False
-    )
-    for ax, t in zip(axes[0], targets, strict=True):
-        s = t[1]
-        for index, (key, by_t) in enumerate(groups.items()):
-            runs = by_t.get(t, [])
-            if not runs:
-                continue
-            means = [_mean_std([_float(r.get(c)) for r in runs])[0] for c in layers]
-            shown = [max(m, _DENSITY_FLOOR) for m in means]
-            line = ax.plot(range(len(layers)), shown, marker="o", linestyle=_style(index),
-                           label=_setting_name(columns, key))  # fmt: skip
-            collapsed = [i for i, m in enumerate(means) if m == 0]
-            ax.plot(
-                collapsed,
-                [_DENSITY_FLOOR] * len(collapsed),
-                "x",
-                markersize=10,
-                color=line[0].get_color(),
-            )
-        ax.axhline(1 - s, color="grey", linestyle="--", linewidth=1)
-        ax.set_yscale("log")
-        ax.set_title(f"sparsity {s:g} (dashed: uniform 1 - s)", fontsize=9)
-        ax.set_xticks(
-            range(len(layers)),
-            [c[len(DENSITY_PREFIX) :] for c in layers],
-            rotation=60,
-            ha="right",
-            fontsize=7,
-        )
-        ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel(f"kept fraction per tensor (x at {_DENSITY_FLOOR:g}: collapsed)")
-    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-
-
-def build_report(out_dir: str | os.PathLike) -> str:
-    """Write ``summary.md`` and the plots into ``out_dir`` from its ``results.csv``.
-
-    Returns the summary text.
-
-    Plots: ``accuracy_vs_sparsity.png`` and ``layer_density.png`` from unstructured runs,
+    Plots (unless ``plots=False``; see `curvprune.experiments.report_plots`):
+    ``accuracy_vs_sparsity.png`` and ``layer_density.png`` from unstructured runs,
     ``accuracy_vs_macs.png`` from the runs with a ``macs_kept`` column (structured runs).
 
     Raises:
+        InvalidArgument: An unknown `format`.
         DataError: If ``out_dir/results.csv`` does not exist or lacks the needed columns.
     """
+    if format not in REPORT_FORMATS:
+        raise InvalidArgument(
+            f"unknown report format {format!r}; valid: {', '.join(REPORT_FORMATS)}"
+        )
     import matplotlib
+
+    from curvprune.experiments import report_plots, report_tables
 
     matplotlib.use("Agg")
     out_dir = Path(out_dir)
@@ -315,11 +234,20 @@ def build_report(out_dir: str | os.PathLike) -> str:
         raise DataError(f"{csv_path} lacks the columns {', '.join(sorted(needed - set(rows[0])))}")
     summary = summary_markdown(rows)
     atomic_write_text(out_dir / "summary.md", summary)
+    text = {
+        "markdown": lambda: summary,
+        "latex": lambda: report_tables.latex_table(rows),
+        "csv": lambda: report_tables.csv_table(rows),
+    }[format]()
+    if format != "markdown":
+        atomic_write_text(out_dir / REPORT_FORMATS[format], text)
+    if not plots:
+        return text
     unstructured = [r for r in rows if not _structured(r)]
     if unstructured:
-        _plot_accuracy(unstructured, out_dir / "accuracy_vs_sparsity.png")
-        _plot_layer_density(unstructured, out_dir / "layer_density.png")
+        report_plots.plot_accuracy(unstructured, out_dir / "accuracy_vs_sparsity.png", rows)
+        report_plots.plot_layer_density(unstructured, out_dir / "layer_density.png")
     with_macs = [r for r in rows if not math.isnan(_float(r.get("macs_kept")))]
     if with_macs:
-        _plot_accuracy_vs_macs(with_macs, out_dir / "accuracy_vs_macs.png")
-    return summary
+        report_plots.plot_accuracy_vs_macs(with_macs, out_dir / "accuracy_vs_macs.png", rows)
+    return text

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from curvprune._core import distributed
-from curvprune._core.memory import peak_memory_bytes
+from curvprune._core.memory import memory_baseline, peak_memory_since
 from curvprune._core.state import modes_kept
 from curvprune.checkpoint import load_checkpoint
 from curvprune.errors import InvalidArgument
@@ -92,8 +92,8 @@ class Run:
             f"{self.world} ranks",
         )
         self.device = launch.run_device(cfg.device)
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
+        # Peak memory is reported above this baseline: the run's own, not the torch import's.
+        self.memory = memory_baseline(self.device)
         self.autocast = autocast_dtype(self.device)
         if cfg.threads is not None:
             # Small models run many times faster on one thread when cores are shared.
@@ -319,7 +319,7 @@ class Run:
 
     def execution(self) -> dict[str, Any]:
         """Where and how the run executed: result.json fields, equal on every rank."""
-        peak = launch.max_over_ranks(peak_memory_bytes(self.device))
+        peak = launch.max_over_ranks(peak_memory_since(self.memory))
         return {
             "device": str(self.device),
             "world_size": self.world,

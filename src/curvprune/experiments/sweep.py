@@ -202,6 +202,7 @@ def run_sweep(
     quiet: bool = False,
     log: Callable[[str], None] | None = None,
     tensorboard: str | os.PathLike | None = None,
+    on_result: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, int]:
     """Run every config not yet in ``out_dir/results.csv``, appending one row per run.
 
@@ -218,6 +219,9 @@ def run_sweep(
         quiet: No progress bars.
         log: Where the one line per finished run goes (default: nowhere).
         tensorboard: If given, each run logs to ``tensorboard/<run_id>``.
+        on_result: Called on rank 0 with the result dict of each run run now (not of runs
+            skipped or recovered), after its row is written; e.g.
+            `curvprune.experiments.loggers.log_wandb`.
 
     Returns:
         Counts ``{"total", "done", "skipped", "recovered"}``.
@@ -268,6 +272,8 @@ def run_sweep(
             )
         if main:
             _append_row(out_dir, result_row(result))
+            if on_result is not None and action == "run":
+                on_result(result)
         finished.add(run_id)
     return counts
 

@@ -20,7 +20,10 @@ import importlib
 #: Public name -> submodule that defines it; imported on first access.
 _LAZY = {
     "channel_scores": "prune",
+    "Latency": "measure",
     "count_params_and_macs": "measure",
+    "effective_macs": "measure",
+    "macs_by_weight": "measure",
     "export_onnx": "export",
     # compatibility re-export: the spec-building `load_pruned` lives with the models, so that
     # no module of this package imports one (`serialize.load_pruned` takes a builder)

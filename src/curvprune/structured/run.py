@@ -12,13 +12,17 @@ from dataclasses import dataclass
 from torch import nn
 
 from curvprune.errors import InvalidArgument
-from curvprune.structured.measure import count_params_and_macs, measure_latency
+from curvprune.structured.measure import Latency, count_params_and_macs, measure_latency
 from curvprune.structured.prune import prune_channels, prune_to_macs
 
 
 @dataclass(frozen=True)
 class ModelCost:
-    """Parameters, MACs (one forward of the example inputs) and median CPU latency (ms)."""
+    """Parameters, MACs (one forward of the example inputs) and median latency (ms).
+
+    ``latency_ms`` is a `Latency` (a ``{batch size: median ms}`` dict that also carries the
+    interquartile range, device and thread count), or ``{}`` when nothing was timed.
+    """
 
     params: int
     macs: int
@@ -62,7 +66,22 @@ class StructuredResult:
                 "pruned": {str(b): t for b, t in self.pruned.latency_ms.items()},
             },
             "speedup": speedup,
+            **_latency_details(self.dense.latency_ms, self.pruned.latency_ms),
         }
+
+
+def _latency_details(dense: dict, pruned: dict) -> dict:
+    """``latency_iqr_ms`` (dense and pruned) and where the times were taken, if timed."""
+    if not isinstance(dense, Latency) or not isinstance(pruned, Latency):
+        return {}
+    return {
+        "latency_iqr_ms": {
+            "dense": {str(b): t for b, t in dense.iqr_ms.items()},
+            "pruned": {str(b): t for b, t in pruned.iqr_ms.items()},
+        },
+        "latency_device": dense.device,
+        "latency_threads": dense.threads,
+    }
 
 
 def model_cost(
@@ -104,7 +123,7 @@ def structured_run(
             latency inputs are shaped like it.
         channel_sparsity: fraction of channels removed (`prune_channels`); or
         macs_target: kept fraction of MACs (`prune_to_macs`). Exactly one must be given.
-        latency_batch_sizes: batch sizes timed on the CPU (empty to skip timing).
+        latency_batch_sizes: batch sizes timed on the model's device (empty: no timing).
         latency_repeats: timed passes per batch size (median reported).
         **prune_options: the other keyword arguments of `prune_channels` / `prune_to_macs`
             (``loss_fn``, ``ignored_layers``, ``global_pruning``, ``max_layer_sparsity``,
