@@ -379,9 +379,15 @@ def _cmd_list(args: argparse.Namespace) -> None:
             ("structured", c.structured and c.unstructured),
             ("structured only", not c.unstructured),
         )
-        # A tag that the description already states is not repeated.
-        flags = [t for t, on in kinds if on and t not in c.description]
+        flags = [t for t, on in kinds if on]
         return f" [{', '.join(flags)}]" if flags else ""
+
+    def describe(c: Any) -> str:
+        # The tags say it in one place: drop a description's "(structured only)" and the like.
+        text = c.description
+        for tag in tags(c).strip(" []").split(", "):
+            text = text.replace(f" ({tag})", "") if tag else text
+        return text + tags(c)
 
     external = {
         "torchvision:NAME": "any torchvision classification model, e.g. torchvision:resnet18, "
@@ -389,7 +395,7 @@ def _cmd_list(args: argparse.Namespace) -> None:
         "timm:NAME": "any timm model, e.g. timm:resnet18 (needs: pip install timm)",
     }
     sections = {
-        "criteria": {n: c.description + tags(c) for n, c in CRITERIA.items()},
+        "criteria": {n: describe(c) for n, c in CRITERIA.items()},
         "models": {**{n: m.description for n, m in MODELS.items()}, **external},
         "datasets": {n: d.description for n, d in DATASETS.items()},
         "regimes": REGIMES,
