@@ -475,7 +475,8 @@ def _cmd_prune(args: argparse.Namespace) -> None:
         print(
             f"{r['label']} at {r['at']}, structured, {cfg.target_text()}: MACs kept "
             f"{r['macs_kept']:.4f}, parameters kept {r['params_kept']:.4f}; test accuracy "
-            f"{r['test_accuracy']:.4f} (at prune {r['accuracy_at_prune']:.4f}); CPU latency "
+            f"{r['test_accuracy']:.4f} (at prune {r['accuracy_at_prune']:.4f}); "
+            f"{r.get('latency_device', 'cpu')} latency "
             f"{times}{wrote}"
         )
     else:
