@@ -104,11 +104,14 @@ def test_result_row_flattens_the_costs():
             "params": {"dense": 10, "pruned": 4},
             "macs": {"dense": 100, "pruned": 30},
             "latency_ms": {"dense": {"1": 2.0}, "pruned": {"1": 1.0}},
+            "latency_iqr_ms": {"dense": {"1": 0.2}, "pruned": {"1": 0.1}},
+            "latency_device": "cpu",
             "speedup": {"1": 2.0},
         }
     )
     assert row["params:pruned"] == 4 and row["macs:dense"] == 100
     assert row["latency_ms:pruned:1"] == 1.0 and row["speedup:1"] == 2.0
+    assert row["latency_iqr_ms:dense:1"] == 0.2 and row["latency_device"] == "cpu"
 
 
 def test_run_ids_and_normalization_keep_the_two_kinds_apart():

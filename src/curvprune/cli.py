@@ -365,9 +365,15 @@ def _cmd_list(args: argparse.Namespace) -> None:
             ("structured", c.structured and c.unstructured),
             ("structured only", not c.unstructured),
         )
-        # A tag that the description already states is not repeated.
-        flags = [t for t, on in kinds if on and t not in c.description]
+        flags = [t for t, on in kinds if on]
         return f" [{', '.join(flags)}]" if flags else ""
+
+    def describe(c: Any) -> str:
+        # The tags say it in one place: drop a description's "(structured only)" and the like.
+        text = c.description
+        for tag in tags(c).strip(" []").split(", "):
+            text = text.replace(f" ({tag})", "") if tag else text
+        return text + tags(c)
 
     external = {
         "torchvision:NAME": "any torchvision classification model, e.g. torchvision:resnet18, "
@@ -375,7 +381,7 @@ def _cmd_list(args: argparse.Namespace) -> None:
         "timm:NAME": "any timm model, e.g. timm:resnet18 (needs: pip install timm)",
     }
     sections = {
-        "criteria": {n: c.description + tags(c) for n, c in CRITERIA.items()},
+        "criteria": {n: describe(c) for n, c in CRITERIA.items()},
         "models": {**{n: m.description for n, m in MODELS.items()}, **external},
         "datasets": {n: d.description for n, d in DATASETS.items()},
         "regimes": REGIMES,
@@ -459,7 +465,8 @@ def _cmd_prune(args: argparse.Namespace) -> None:
         print(
             f"{r['label']} at {r['at']}, structured, {cfg.target_text()}: MACs kept "
             f"{r['macs_kept']:.4f}, parameters kept {r['params_kept']:.4f}; test accuracy "
-            f"{r['test_accuracy']:.4f} (at prune {r['accuracy_at_prune']:.4f}); CPU latency "
+            f"{r['test_accuracy']:.4f} (at prune {r['accuracy_at_prune']:.4f}); "
+            f"{r.get('latency_device', 'cpu')} latency "
             f"{times}{wrote}"
         )
     else:

@@ -151,7 +151,8 @@ def result_row(result: Mapping[str, Any]) -> dict[str, Any]:
     ``timings`` become ``score_s``, ``train_s``, ...; ``layer_density`` becomes one
     ``density:<tensor>`` column per prunable tensor; ``collapsed_layers`` is joined with ``;``.
     Structured runs' ``params`` and ``macs`` become ``params:dense``, ``params:pruned``, ...,
-    ``latency_ms`` becomes ``latency_ms:dense:1``, ... and ``speedup`` ``speedup:1``, ....
+    ``latency_ms`` becomes ``latency_ms:dense:1``, ... (``latency_iqr_ms`` likewise) and
+    ``speedup`` ``speedup:1``, ....
     """
     row: dict[str, Any] = {}
     for key, value in result.items():
@@ -160,9 +161,10 @@ def result_row(result: Mapping[str, Any]) -> dict[str, Any]:
     for key in ("params", "macs", "speedup"):
         for which, value in result.get(key, {}).items():
             row[f"{key}:{which}"] = value
-    for which, by_batch in result.get("latency_ms", {}).items():
-        for batch, value in by_batch.items():
-            row[f"latency_ms:{which}:{batch}"] = value
+    for key in ("latency_ms", "latency_iqr_ms"):
+        for which, by_batch in result.get(key, {}).items():
+            for batch, value in by_batch.items():
+                row[f"{key}:{which}:{batch}"] = value
     row.update(result.get("timings", {}))
     row["collapsed_layers"] = ";".join(result.get("collapsed_layers", []))
     for name, density in result.get("layer_density", {}).items():
