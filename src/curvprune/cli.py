@@ -133,7 +133,29 @@ def _add_run_options(p: argparse.ArgumentParser, *, pruning: bool) -> None:
         f"(default {d.score_samples})",
     )
     g.add_argument(
-        "--iterations", type=int, help="prune in this many rounds (any criterion; synflow: 100)"
+        "--score-per-class",
+        type=int,
+        metavar="N",
+        help="score on N training examples of each class instead of --score-samples (the HTS "
+        "paper uses 10)",
+    )
+    g.add_argument(
+        "--iterations",
+        type=int,
+        help="prune in this many rounds (default: the criterion's, e.g. synflow 100, oba 49)",
+    )
+    g.add_argument(
+        "--schedule",
+        choices=_choices("schedule"),
+        help="sparsity targets of the rounds: linear s·t/k (woodfisher's default), exponential "
+        "kept (1-s)^(t/k) (the others'), exponential_pruned s^(t/k) (the HTS code's SynFlow)",
+    )
+    g.add_argument(
+        "--exclude",
+        type=_csv(str),
+        metavar="PATTERN[,PATTERN]",
+        help="keep these weights dense: shell-style patterns on weight names, e.g. 'fc*,conv1.*' "
+        "(the PaI papers keep the classifier; `curvprune list` shows no names, the error does)",
     )
     g.add_argument(
         "--at",
@@ -229,10 +251,12 @@ DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
 def _choices(option: str) -> tuple[str, ...]:
     """The valid values of an enumerated run option, from where the option is defined."""
     from curvprune.experiments.config import REGIMES
+    from curvprune.pruning import SCHEDULES
     from curvprune.pruning.masks import SCOPES
     from curvprune.training import LR_SCHEDULES
 
-    return {"at": tuple(REGIMES), "scope": SCOPES, "lr_schedule": LR_SCHEDULES}[option]
+    choices = {"at": tuple(REGIMES), "scope": SCOPES, "lr_schedule": LR_SCHEDULES}
+    return {**choices, "schedule": SCHEDULES}[option]
 
 
 def _device(text: str) -> str:

@@ -9,6 +9,7 @@ the weight's own name (``...weight``), which stays the same before and after pru
 
 from __future__ import annotations
 
+import fnmatch
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
@@ -78,6 +79,46 @@ def _all_weights(model: nn.Module) -> dict[str, PrunableWeight]:
 Selector = Iterable[str] | Callable[[str, nn.Module], bool] | None
 
 
+class Excluding:
+    """A `prunable` selector: the default weights except those matching shell-style patterns.
+
+    ``Excluding(["fc*", "conv1.weight"])`` keeps every Linear/Conv weight dense whose name
+    matches a pattern (`fnmatch`, case-sensitive), as the PaI papers keep the classifier and
+    WoodFisher's ResNet runs keep the first convolution. A pattern that matches no default
+    prunable weight is an error, so that a typo cannot silently prune everything.
+    """
+
+    def __init__(self, patterns: Iterable[str]) -> None:
+        if isinstance(patterns, str):
+            patterns = [patterns]
+        self.patterns = tuple(patterns)
+        if not self.patterns or not all(isinstance(p, str) and p for p in self.patterns):
+            raise InvalidArgument(f"exclude needs non-empty patterns, got {self.patterns!r}")
+
+    def __call__(self, name: str, module: nn.Module) -> bool:
+        """Whether the weight `name` of `module` is pruned."""
+        return _is_default(name, module) and not any(
+            fnmatch.fnmatchcase(name, p) for p in self.patterns
+        )
+
+    def check(self, candidates: Mapping[str, PrunableWeight]) -> None:
+        """Raise if a pattern matches none of the default prunable weights."""
+        names = [n for n, w in candidates.items() if _is_default(n, w.module)]
+        for p in self.patterns:
+            if not any(fnmatch.fnmatchcase(n, p) for n in names):
+                raise InvalidArgument(
+                    f"exclude pattern {p!r} matches no prunable weight; prunable: "
+                    f"{', '.join(names)}"
+                )
+
+    def __repr__(self) -> str:
+        return f"Excluding({list(self.patterns)!r})"
+
+
+def _is_default(name: str, module: nn.Module) -> bool:
+    return name.rsplit(".", 1)[-1] == "weight" and isinstance(module, DEFAULT_PRUNABLE_TYPES)
+
+
 def prunable_weights(model: nn.Module, prunable: Selector = None) -> dict[str, PrunableWeight]:
     """The weights to prune, keyed by weight name, in ``named_parameters()`` order.
 
@@ -92,12 +133,10 @@ def prunable_weights(model: nn.Module, prunable: Selector = None) -> dict[str, P
     """
     candidates = _all_weights(model)
     if prunable is None:
-        chosen = {
-            n: w
-            for n, w in candidates.items()
-            if w.attr == "weight" and isinstance(w.module, DEFAULT_PRUNABLE_TYPES)
-        }
+        chosen = {n: w for n, w in candidates.items() if _is_default(n, w.module)}
     elif callable(prunable):
+        if isinstance(prunable, Excluding):
+            prunable.check(candidates)
         chosen = {n: w for n, w in candidates.items() if prunable(n, w.module)}
     elif isinstance(prunable, str):
         raise InvalidType(f"prunable must be a list of weight names, not the string {prunable!r}")

@@ -54,6 +54,7 @@ class DataBundle:
         *,
         seed: int,
         fetch_train: Fetch,
+        train_labels: Tensor,
     ) -> None:
         self.info = info
         self.train = train
@@ -62,32 +63,52 @@ class DataBundle:
         self.num_test = test.num_examples
         self.seed = seed
         self._fetch_train = fetch_train
+        self._train_labels = train_labels
 
-    def scoring_batches(self, num_samples: int, batch_size: int) -> list[tuple[Tensor, Tensor]]:
+    def scoring_batches(
+        self, num_samples: int | None, batch_size: int, *, per_class: int | None = None
+    ) -> list[tuple[Tensor, Tensor]]:
         """Fixed training batches for computing pruning scores.
 
         The first ``num_samples`` samples of a permutation of the training set seeded by
         ``seed`` alone (not the epoch), normalized but not augmented, so two calls with the
-        same seed return identical tensors.
+        same seed return identical tensors. With ``per_class`` instead, the first
+        ``per_class`` samples of each class in that permutation (the HTS paper scores on 10
+        images per class), in permutation order.
 
         Args:
-            num_samples: Samples in total, 1..num_train.
+            num_samples: Samples in total, 1..num_train (None with ``per_class``).
             batch_size: Samples per batch; the last batch may be smaller.
+            per_class: Samples of each class; a class with fewer gives all it has.
 
         Returns:
             A list of ``(inputs, targets)`` pairs.
         """
-        num_samples = check_int("num_samples", num_samples, 1)
         batch_size = check_int("batch_size", batch_size, 1)
+        order = seeded_permutation(self.num_train, self.seed, STREAM_SCORING)
+        if per_class is not None:
+            per_class = check_int("per_class", per_class, 1)
+            order = order[self._rank_in_class(order) < per_class]
+            num_samples = len(order)
+        num_samples = check_int("num_samples", num_samples, 1)
         if num_samples > self.num_train:
             raise InvalidArgument(
                 f"num_samples={num_samples} exceeds the {self.num_train} training samples "
                 f"of {self.info.name!r}"
             )
-        order = seeded_permutation(self.num_train, self.seed, STREAM_SCORING)[:num_samples]
+        order = order[:num_samples]
         return [
             self._fetch_train(order[i : i + batch_size]) for i in range(0, num_samples, batch_size)
         ]
+
+    def _rank_in_class(self, order: Tensor) -> Tensor:
+        """For each index of `order`: how many earlier entries of `order` share its class."""
+        labels = self._train_labels[order]
+        rank = torch.empty_like(labels)
+        for c in labels.unique():
+            where = labels == c
+            rank[where] = torch.arange(int(where.sum()))
+        return rank
 
     def __repr__(self) -> str:
         return (
@@ -175,7 +196,9 @@ def load_data(
         def fetch(idx: Tensor) -> tuple[Tensor, Tensor]:
             return plain(x_train[idx]), y_train[idx]
 
-        return DataBundle(info, train, test, seed=seed, fetch_train=fetch)
+        return DataBundle(
+            info, train, test, seed=seed, fetch_train=fetch, train_labels=y_train.long()
+        )
 
     lister = folders.list_tinyimagenet if key == "tinyimagenet" else folders.list_imagenet
     try:
@@ -202,7 +225,8 @@ def load_data(
         items = [scoring_set[int(i)] for i in idx]
         return torch.stack([x for x, _ in items]), torch.tensor([y for _, y in items])
 
-    return DataBundle(info, train, test, seed=seed, fetch_train=fetch_stream)
+    labels = torch.tensor([y for _, y in train_samples], dtype=torch.long)
+    return DataBundle(info, train, test, seed=seed, fetch_train=fetch_stream, train_labels=labels)
 
 
 def _tensor_augmentation(key: str, info: DatasetInfo, scale: float) -> BatchTransform:

@@ -20,6 +20,7 @@ from curvprune.criteria.options import OPTIONS
 from curvprune.errors import CheckpointError, InvalidArgument
 from curvprune.experiments.launch import resolve_device
 from curvprune.pruning.masks import check_scope, check_sparsity
+from curvprune.pruning.oneshot import check_schedule
 from curvprune.pruning.schedules import gradual_plan
 from curvprune.training import LR_SCHEDULES
 
@@ -108,6 +109,9 @@ class _RunOptions:
     device: str = "auto"
     threads: int | None = None
     iterations: int | None = None
+    schedule: str | None = None
+    exclude: tuple[str, ...] | None = None
+    score_per_class: int | None = None
 
     @classmethod
     def keys(cls) -> list[str]:
@@ -136,8 +140,9 @@ class _RunOptions:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict of every option (tuples become lists)."""
         out = dataclasses.asdict(self)
-        if out["milestones"] is not None:
-            out["milestones"] = list(out["milestones"])
+        for key in TUPLE_OPTIONS:
+            if out[key] is not None:
+                out[key] = list(out[key])
         return out
 
     def criterion_options(self) -> dict[str, Any]:
@@ -177,8 +182,11 @@ class _RunOptions:
         """Criterion name plus its explicitly set options, e.g. ``hp[temperature=200]``."""
         hidden = ("seed", *_MEMORY_OPTIONS)
         opts = {k: v for k, v in self.criterion_options().items() if k not in hidden}
-        if self.iterations is not None:
-            opts["iterations"] = self.iterations
+        for key in ("iterations", "schedule"):
+            if getattr(self, key) is not None:
+                opts[key] = getattr(self, key)
+        if self.exclude:
+            opts["exclude"] = "|".join(self.exclude)
         if not opts:
             return self.criterion
         text = ",".join(
@@ -201,17 +209,19 @@ class _RunOptions:
         if self.criterion in _criteria(self.structured):
             accepted = self.accepted_options()
             changes.update({k: None for k in CRITERION_OPTIONS if k not in accepted})
+        if self.score_per_class is not None:
+            changes["score_samples"] = defaults.score_samples
         return dataclasses.replace(self, **changes)
 
     def run_id(self) -> str:
         """Stable id of what this run computes: readable prefix plus a hash of the options.
 
-        Unset criterion options are left out, so that declaring a new option changes no id.
+        Unset (None) options are left out, so that declaring a new option changes no id.
         """
         identity = {
             k: v
             for k, v in self.normalized().to_dict().items()
-            if k not in _NOT_IN_RUN_ID and not (k in OPTIONS and v is None)
+            if k not in _NOT_IN_RUN_ID and v is not None
         }
         digest = hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
         return f"{self.criterion}-{self.at}-{self.target()}-seed{self.seed}-{digest}"
@@ -270,6 +280,21 @@ class _RunOptions:
         _criterion(self.criterion, structured=self.structured)
         _check_name("--at", self.at, REGIMES)
         check_scope(self.scope)
+        if self.schedule is not None:
+            check_schedule(self.schedule)
+        _check(
+            self.score_per_class is None or self.score_per_class > 0,
+            f"--score-per-class must be a positive integer, got {self.score_per_class}",
+        )
+        if self.exclude is not None:
+            _check(
+                all(p.strip() for p in self.exclude) and len(self.exclude) > 0,
+                f"--exclude needs shell-style patterns such as 'fc*,*.bias', got {self.exclude}",
+            )
+            _check(
+                not self.structured,
+                "--exclude applies to unstructured runs; structured runs prune channel groups",
+            )
         for key in CRITERION_OPTIONS:
             OPTIONS[key].check(getattr(self, key), as_flag=True)
         _check(
@@ -355,6 +380,9 @@ class _RunOptions:
             frequency=self.frequency,
         )
 
+
+#: Options whose value is itself a list: a sweep file makes them an axis only as lists of lists.
+TUPLE_OPTIONS = tuple(f.name for f in fields(_RunOptions) if str(f.type).startswith("tuple"))
 
 RunConfig = make_dataclass(
     "RunConfig",
@@ -447,8 +475,10 @@ def coerce(key: str, value: Any) -> Any:
             return float(value)
         if kind.startswith("tuple"):
             items = value.split(",") if isinstance(value, str) else list(value)
-            return tuple(float(v) for v in items if str(v).strip() != "")
+            item = str if kind.startswith("tuple[str") else float
+            return tuple(item(str(v).strip()) for v in items if str(v).strip() != "")
         return str(value)
     except (TypeError, ValueError):
-        kind_name = "list of numbers" if kind.startswith("tuple") else kind
+        kind_name = "list of numbers" if kind.startswith("tuple[float") else kind
+        kind_name = "list of strings" if kind.startswith("tuple[str") else kind_name
         raise InvalidArgument(f"--{_flag(key)} expects a {kind_name}, got {value!r}") from None

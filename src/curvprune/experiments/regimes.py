@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from curvprune._core.params import Excluding
 from curvprune._core.state import modes_kept
 from curvprune._version import __version__
 from curvprune.checkpoint import save_checkpoint
@@ -134,7 +135,8 @@ def run_experiment(
         actual = 1 - sum(kept.values()) / num_prunable
         collapsed = [n for n, d in layer_density.items() if d == 0]
     else:
-        report = sparsity_report(run.model)
+        pruned = Excluding(cfg.exclude) if cfg.exclude else None  # what --exclude left in
+        report = sparsity_report(run.model, pruned)
         actual, layer_density, collapsed = report.sparsity, report.layer_density, report.collapsed
         num_prunable = sum(
             int(b.numel()) for n, b in run.model.named_buffers() if n.endswith("_mask")

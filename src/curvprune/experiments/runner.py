@@ -18,6 +18,7 @@ import torch
 
 from curvprune._core import distributed
 from curvprune._core.memory import memory_baseline, peak_memory_since
+from curvprune._core.params import Excluding
 from curvprune._core.state import modes_kept
 from curvprune.checkpoint import load_checkpoint
 from curvprune.errors import InvalidArgument
@@ -184,14 +185,19 @@ class Run:
 
     def check_score_split(self) -> int:
         """Scoring samples; error before any work if some rank would get no scoring batch."""
-        # Capped so that the default also works with --train-limit or a tiny dataset.
-        samples = min(self.cfg.score_samples, self.data.num_train)
-        count = -(-samples // self.cfg.batch_size)
+        cfg = self.cfg
+        if cfg.score_per_class is not None:
+            samples = cfg.score_per_class * self.data.info.num_classes
+            what = f"--score-per-class {cfg.score_per_class}"
+        else:
+            # Capped so that the default also works with --train-limit or a tiny dataset.
+            samples = min(cfg.score_samples, self.data.num_train)
+            what = f"--score-samples {samples}"
+        count = -(-samples // cfg.batch_size)
         _check(
             count >= self.world,
-            f"--score-samples {samples} at --batch-size {self.cfg.batch_size} gives {count} "
-            f"scoring batch(es), fewer than the {self.world} ranks; raise --score-samples or "
-            "lower --batch-size",
+            f"{what} at --batch-size {cfg.batch_size} gives {count} scoring batch(es), fewer "
+            f"than the {self.world} ranks; score on more samples or lower --batch-size",
         )
         return samples
 
@@ -199,7 +205,13 @@ class Run:
         """This rank's scoring batches: every K-th of the single-process list, from the r-th."""
         if self._score_batches is None:
             cfg = self.cfg
-            batches = self.data.scoring_batches(self.check_score_split(), cfg.batch_size)
+            samples = self.check_score_split()
+            if cfg.score_per_class is not None:
+                batches = self.data.scoring_batches(
+                    None, cfg.batch_size, per_class=cfg.score_per_class
+                )
+            else:
+                batches = self.data.scoring_batches(samples, cfg.batch_size)
             fbs = cfg.fisher_batch_size
             if self.world > 1 and fbs and cfg.batch_size % fbs:
                 self.log(
@@ -237,6 +249,8 @@ class Run:
                 sparsity=sparsity,
                 scope=cfg.scope,
                 iterations=cfg.iterations,
+                schedule=cfg.schedule,
+                prunable=Excluding(cfg.exclude) if cfg.exclude else None,
                 **options,
             )
         self.timings["score_s"] += time.perf_counter() - start

@@ -28,7 +28,7 @@ from typing import Any
 
 from curvprune.errors import InvalidArgument
 from curvprune.experiments import launch
-from curvprune.experiments.config import RunConfig, coerce
+from curvprune.experiments.config import TUPLE_OPTIONS, RunConfig, coerce
 from curvprune.experiments.files import atomic_write_text
 from curvprune.experiments.regimes import run_experiment
 
@@ -66,8 +66,8 @@ DENSITY_PREFIX = "density:"
 def load_sweep_file(path: str | os.PathLike) -> dict[str, Any]:
     """Read a sweep's YAML file: a mapping with the flags' names (dashes or underscores).
 
-    Any option may be a list, which makes it an axis of the grid (``milestones``, itself a
-    list, is an axis only as a list of lists).
+    Any option may be a list, which makes it an axis of the grid (options whose value is a
+    list, ``milestones`` and ``exclude``, are axes only as lists of lists).
 
     Raises:
         InvalidArgument: Missing file, invalid YAML, not a mapping, or unknown keys.
@@ -124,7 +124,7 @@ def expand_grid(spec: Mapping[str, Any]) -> list[RunConfig]:
         if raw_key in GRID_ALIASES and isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
         is_axis = isinstance(value, list) and (
-            key != "milestones" or any(isinstance(v, list) for v in value)
+            key not in TUPLE_OPTIONS or any(isinstance(v, list) for v in value)
         )
         values = value if is_axis else [value]
         if not values:

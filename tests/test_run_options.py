@@ -1,0 +1,81 @@
+"""Run options that reproduce the papers' settings: --exclude, --score-per-class, --schedule."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import curvprune as cp
+from curvprune._core.params import Excluding
+from curvprune.data import load_data
+from curvprune.errors import InvalidArgument
+from curvprune.experiments.config import RunConfig
+from curvprune.experiments.regimes import run_experiment
+from curvprune.experiments.sweep import expand_grid
+
+FAST = {"threads": 1, "device": "cpu", "epochs": 0.0, "batch_size": 64, "score_samples": 128}
+
+
+def test_exclude_keeps_matching_weights_dense_and_counts_sparsity_over_the_rest():
+    model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 4), nn.ReLU(), nn.Linear(4, 3))
+    batches = [(torch.randn(16, 6), torch.randint(0, 3, (16,)))]
+    result = cp.prune(model, "magnitude", batches, sparsity=0.5, prunable=Excluding(["4.*"]))
+    assert set(result.masks) == {"0.weight", "2.weight"}
+    assert not hasattr(model[4], "weight_mask")
+    assert result.sparsity == pytest.approx(0.5, abs=1 / 80)
+
+
+def test_an_exclude_pattern_that_matches_nothing_is_an_error_naming_the_weights():
+    model = nn.Sequential(nn.Linear(6, 3))
+    with pytest.raises(InvalidArgument, match=r"'fc\*' matches no prunable weight.*0\.weight"):
+        cp.prune(model, "magnitude", [(torch.randn(4, 6), torch.zeros(4).long())], sparsity=0.5,
+                 prunable=Excluding(["fc*"]))  # fmt: skip
+
+
+def test_run_with_exclude_reports_the_excluded_layer_out_of_the_sparsity():
+    r = run_experiment(RunConfig(criterion="snip", sparsity=0.9, exclude=("5.*",), **FAST))
+    assert set(r["layer_density"]) == {"1.weight", "3.weight"}
+    assert r["actual_sparsity"] == pytest.approx(0.9, abs=1e-3)
+    assert "exclude=5.*" in r["label"]
+
+
+def test_score_per_class_draws_exactly_n_of_each_class_reproducibly():
+    data = load_data("digits", batch_size=32, seed=3)
+    batches = data.scoring_batches(None, 16, per_class=7)
+    labels = torch.cat([y for _, y in batches])
+    assert torch.bincount(labels, minlength=10).tolist() == [7] * 10
+    again = torch.cat([y for _, y in data.scoring_batches(None, 16, per_class=7)])
+    assert torch.equal(labels, again)
+    other = load_data("digits", batch_size=32, seed=4).scoring_batches(None, 16, per_class=7)
+    assert not torch.equal(torch.cat([x for x, _ in batches]), torch.cat([x for x, _ in other]))
+
+
+def test_score_per_class_replaces_score_samples_in_the_run_id():
+    a = RunConfig(criterion="snip", score_per_class=10)
+    b = RunConfig(criterion="snip", score_per_class=10, score_samples=64)
+    assert a.run_id() == b.run_id() != RunConfig(criterion="snip").run_id()
+
+
+def test_schedule_reaches_prune_and_is_part_of_the_label(monkeypatch):
+    seen = {}
+    real = cp.prune
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cp, "prune", spy)
+    cfg = RunConfig(criterion="magnitude", iterations=3, schedule="linear", **FAST)
+    r = run_experiment(cfg)
+    assert seen["schedule"] == "linear" and seen["iterations"] == 3
+    assert r["label"] == "magnitude[iterations=3,schedule=linear]"
+    with pytest.raises(InvalidArgument, match="schedule"):
+        RunConfig(schedule="cubic").validate()
+
+
+def test_exclude_in_a_sweep_file_is_an_axis_only_as_a_list_of_lists():
+    one = expand_grid({"criterion": "snip", "exclude": ["5.*", "1.*"]})
+    assert [c.exclude for c in one] == [("5.*", "1.*")]
+    two = expand_grid({"criterion": "snip", "exclude": [["5.*"], ["1.*"]]})
+    assert [c.exclude for c in two] == [("5.*",), ("1.*",)]
