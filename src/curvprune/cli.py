@@ -139,24 +139,16 @@ def _add_run_options(p: argparse.ArgumentParser, *, pruning: bool) -> None:
         help="score on N training examples of each class instead of --score-samples (the HTS "
         "paper uses 10)",
     )
-    g.add_argument(
-        "--iterations",
-        type=int,
-        help="prune in this many rounds (default: the criterion's, e.g. synflow 100, oba 49)",
-    )
+    g.add_argument("--iterations", type=int,
+                   help="rounds of pruning (default: the criterion's, e.g. oba 49)")  # fmt: skip
     g.add_argument(
         "--schedule",
         choices=_choices("schedule"),
         help="sparsity targets of the rounds: linear s·t/k (woodfisher's default), exponential "
         "kept (1-s)^(t/k) (the others'), exponential_pruned s^(t/k) (the HTS code's SynFlow)",
     )
-    g.add_argument(
-        "--exclude",
-        type=_csv(str),
-        metavar="PATTERN[,PATTERN]",
-        help="keep these weights dense: shell-style patterns on weight names, e.g. 'fc*,conv1.*' "
-        "(the PaI papers keep the classifier; `curvprune list` shows no names, the error does)",
-    )
+    g.add_argument("--exclude", type=_csv(str), metavar="PATTERN[,PATTERN]",
+                   help="keep weights dense whose names match, e.g. 'fc*,conv1.*'")  # fmt: skip
     g.add_argument(
         "--at",
         choices=_choices("at"),
