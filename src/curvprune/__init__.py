@@ -3,11 +3,11 @@
 The public API, by layer (each layer imports only the ones above it in this list):
 
 - curvature: `empirical_fisher_diag`, `hutchinson_diag`, `hessian_vector_product`,
-  `loss_gradient`, and WoodFisher's `inverse_fisher_blocks` / `InverseFisherBlocks` /
-  `obs_update`;
+  `gauss_newton_vector_product`, `oba_curvature_product`, `loss_gradient`, and
+  WoodFisher's `inverse_fisher_blocks` / `InverseFisherBlocks` / `obs_update`;
 - criteria: `CRITERIA`, `Criterion`, `OPTIONS`, `score`;
 - pruning: `prune`, `PruneResult`, `select_masks`, `sparsity_report`, `make_permanent`,
-  `bn_warmup`, `prunable_weights`;
+  `bn_warmup`, `prunable_weights`, `Excluding`;
 - structured: `prune_channels`, `prune_to_macs`, `channel_scores`, `save_pruned`,
   `load_pruned`, `export_onnx`, `count_params_and_macs`, `measure_latency`.
 
@@ -26,14 +26,16 @@ Example:
 
 import importlib
 
-from curvprune._core.params import prunable_weights
+from curvprune._core.params import Excluding, prunable_weights
 from curvprune._version import __version__
 from curvprune.criteria import CRITERIA, OPTIONS, Criterion, score
 from curvprune.curvature import (
     empirical_fisher_diag,
+    gauss_newton_vector_product,
     hessian_vector_product,
     hutchinson_diag,
     loss_gradient,
+    oba_curvature_product,
 )
 from curvprune.curvature.woodfisher import InverseFisherBlocks, inverse_fisher_blocks, obs_update
 from curvprune.errors import (
@@ -86,10 +88,12 @@ __all__ = [
     # curvature
     "InverseFisherBlocks",
     "empirical_fisher_diag",
+    "gauss_newton_vector_product",
     "hessian_vector_product",
     "hutchinson_diag",
     "inverse_fisher_blocks",
     "loss_gradient",
+    "oba_curvature_product",
     "obs_update",
     # criteria
     "CRITERIA",
@@ -97,6 +101,7 @@ __all__ = [
     "Criterion",
     "score",
     # pruning
+    "Excluding",
     "PruneResult",
     "bn_warmup",
     "make_permanent",
