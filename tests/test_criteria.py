@@ -59,6 +59,8 @@ def test_first_and_second_order_criteria(case):
         cp.score(model, "grasp", batches, temperature=1, variant="pai_code"),
         {n: -s for n, s in want.items()},
     )
+    # the PaI repositories' GraSP has no temperature: pai_code's default T is 1
+    _close(cp.score(model, "grasp", batches, variant="pai_code"), {n: -s for n, s in want.items()})
     # OBA: (H − G)θ, G = Jᵀ(∇²ℓ)J from explicit Jacobians; oba_full: the full H
     h_theta = _dense_restricted_hvp(model, batches, weights, theta, h)
     r_theta = _dense_restricted_hvp(

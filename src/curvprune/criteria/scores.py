@@ -103,18 +103,18 @@ def _restricted_hvp(
     return _at(weights, product(model, loss_fn, batches, v))
 
 
-def grasp_scores(
-    model, weights, batches, loss_fn, *, temperature=DEFAULT_TEMPERATURE, variant="original"
-):
-    """θ ⊙ (Hg) at logits / T; ``variant="pai_code"``: −θ ⊙ (Hg).
+def grasp_scores(model, weights, batches, loss_fn, *, temperature=None, variant="original"):
+    """θ ⊙ (Hg) at logits / T; ``variant="pai_code"``: −θ ⊙ (Hg) at T = 1.
 
     GraSP's S = −θ ⊙ Hg removes the largest S, i.e. keeps the largest θ ⊙ Hg: the original
-    paper and code (which also divides the logits by T = 200). The FTS/HTS repositories keep
-    the largest −θ ⊙ Hg instead, the opposite ranking, and use no temperature: to reproduce
-    them pass ``variant="pai_code", temperature=1``. Their normalisation by |Σ S| does not
-    change the ranking and is left out.
+    paper and code, which also divide the logits by T = 200. The FTS/HTS repositories
+    (``compressors.grasp_sensitivity``) keep the largest −θ ⊙ Hg instead, the opposite ranking,
+    and use no temperature. ``temperature=None`` takes the variant's own: 200 for "original",
+    1 for "pai_code". Their normalisation by |Σ S| does not change the ranking and is left out.
     """
     check_variant(variant)
+    if temperature is None:
+        temperature = DEFAULT_TEMPERATURE if variant == "original" else 1.0
     loss_fn = with_temperature(loss_fn, temperature)
     g = _at(weights, loss_gradient(model, loss_fn, batches))
     hg = _restricted_hvp(model, weights, batches, loss_fn, g)
