@@ -217,8 +217,8 @@ def _hutchinson(model, loss_fn, batches, *, num_probes, seed, with_gradient=Fals
                     for n, h in hz.items():
                         total[n].add_(group[k][n] * h, alpha=b)
                 del group
-            for n, g in zip(names, grads):
-                if with_gradient:
+            if with_gradient:
+                for n, g in zip(names, grads):
                     grad_total[n].add_(g.detach(), alpha=b)
             del grads, loss
             count += b
