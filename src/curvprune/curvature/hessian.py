@@ -174,7 +174,20 @@ def hutchinson_diag(
     are processed `_PROBE_GROUP` at a time into running sums, so memory does not grow with k.
     The same `seed` and batches give the same result.
 
-    Quality: ``benchmarks/hutchinson_quality.py`` (QUALITY-NUMBERS-PENDING).
+    Quality for ranking weights (``benchmarks/hutchinson_quality.py``: 64-32-10 ReLU MLP on
+    digits, HTS setting of 100 one-sample batches; Spearman ρ of ½θ²⊙D with the exact
+    ½θ²⊙diag(H), mean over 3 seeds; docs/hutchinson.md):
+
+    ========================  ======  ======  ======  ======  ======  =========
+    probes per batch k        10      30      100     300     1000    magnitude
+    ========================  ======  ======  ======  ======  ======  =========
+    init, T = 200 (hp's)      0.02    -0.01   -0.01   -0.02   -0.01   0.42
+    init, T = 1               0.13    0.16    0.31    0.47    0.66    0.42
+    trained, T = 200          0.06    0.01    0.06    0.11    0.24    0.78
+    ========================  ======  ======  ======  ======  ======  =========
+
+    At T = 200 the diagonal holds 2.7·10⁻⁷ of ‖H‖²_F at initialization (9·10⁻⁵ trained): for a
+    ReLU network diag(H) is O(1/T²) and the off-diagonal O(1/T), so the estimate is mostly noise.
     """
     return _hutchinson(model, loss_fn, batches, num_probes=num_probes, seed=seed)[0]
 
@@ -204,8 +217,8 @@ def _hutchinson(model, loss_fn, batches, *, num_probes, seed, with_gradient=Fals
                     for n, h in hz.items():
                         total[n].add_(group[k][n] * h, alpha=b)
                 del group
-            for n, g in zip(names, grads):
-                if with_gradient:
+            if with_gradient:
+                for n, g in zip(names, grads):
                     grad_total[n].add_(g.detach(), alpha=b)
             del grads, loss
             count += b
