@@ -34,7 +34,7 @@ from torch import nn
 from torch.func import functional_call
 
 import curvprune as cp
-from curvprune.params import prunable_weights
+from curvprune._core.params import prunable_weights
 
 PROBES = (10, 30, 100, 300, 1000)
 SEEDS = (0, 1, 2)

@@ -84,7 +84,13 @@ class Option:
 OPTIONS: dict[str, Option] = {
     o.name: o
     for o in [
-        Option("num_probes", int, "Hutchinson probes per scoring batch", positive=True),
+        Option(
+            "num_probes",
+            int,
+            "Hutchinson probes per scoring batch; even 1000 rank weights little better than "
+            "chance at T=200 on a small MLP (docs/hutchinson.md)",
+            positive=True,
+        ),
         Option(
             "temperature",
             float,
