@@ -93,11 +93,21 @@ def select_masks(
         min_density: every tensor keeps at least ceil(min_density·numel) weights.
         existing: current masks; their pruned weights stay pruned.
     """
-    sparsity = check_sparsity(sparsity)
-    check_scope(scope)
-    md = check_min_density(min_density)
-    existing = existing or {}
-    flat, _ = _prepared(scores, existing, md)
+    return keep_masks(
+        scores, check_sparsity(sparsity), check_scope(scope), check_min_density(min_density),
+        existing or {},
+    )  # fmt: skip
+
+
+def keep_masks(
+    scores: Mapping[str, Tensor],
+    sparsity: float,
+    scope: str,
+    min_density: float,
+    existing: Mapping[str, Tensor | None],
+) -> dict[str, Tensor]:
+    """`select_masks` for arguments already checked (`prune` checks them once, up front)."""
+    flat, _ = _prepared(scores, existing, min_density)
     shapes = {n: s.shape for n, s in scores.items()}
 
     def pick(names: list[str], k: int) -> dict[str, Tensor]:

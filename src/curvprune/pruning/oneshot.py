@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from curvprune._core.batches import reiterable
+from curvprune._core.checks import positive_int
 from curvprune._core.params import Selector, prunable_weights
 from curvprune._core.state import preserved
 from curvprune.criteria.registry import (
@@ -24,7 +25,7 @@ from curvprune.pruning.masks import (
     check_min_density,
     check_scope,
     check_sparsity,
-    select_masks,
+    keep_masks,
     sparsity_report,
 )
 
@@ -90,12 +91,6 @@ def round_sparsities(
     return steps + [sparsity]
 
 
-def _check_iterations(iterations: object) -> int:
-    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
-        raise InvalidArgument(f"iterations must be a positive integer, got {iterations!r}")
-    return iterations
-
-
 def prune(
     model: nn.Module,
     criterion: str,
@@ -147,9 +142,11 @@ def prune(
     crit = get_criterion(criterion)
     check_options(crit, options)
     sparsity = check_sparsity(sparsity)
-    check_scope(scope)
-    check_min_density(min_density)
-    iterations = _check_iterations(crit.default_iterations if iterations is None else iterations)
+    scope = check_scope(scope)
+    min_density = check_min_density(min_density)
+    iterations = positive_int(
+        "iterations", crit.default_iterations if iterations is None else iterations
+    )
     schedule = crit.schedule_for(options) if schedule is None else check_schedule(schedule)
     targets = round_sparsities(sparsity, iterations, schedule)
     regrows = any(b < a for a, b in zip(targets, targets[1:]))
@@ -184,9 +181,7 @@ def prune(
         scores = {n: t.detach() for n, t in scores.items()}
         check_finite(scores, criterion)
         existing = initial if regrows else {n: w.mask() for n, w in weights.items()}
-        masks = select_masks(
-            scores, sparsity=target, scope=scope, min_density=min_density, existing=existing
-        )
+        masks = keep_masks(scores, target, scope, min_density, existing)
         if update:
             theta = {n: w.value() for n, w in weights.items()}
             delta = crit.weight_update.update(state, theta, masks)
