@@ -15,10 +15,10 @@ from torch import Tensor, nn
 
 from curvprune._core import distributed
 from curvprune._core.batches import iter_batches
+from curvprune._core.checks import positive_int
 from curvprune._core.params import check_param_dict, trainable_parameters
 from curvprune._core.state import preserved
 from curvprune.curvature.gradient import LossFn, batch_loss, default_loss
-from curvprune.errors import InvalidArgument
 
 
 def _hvp_pass(
@@ -194,8 +194,7 @@ def hutchinson_diag(
 
 def _hutchinson(model, loss_fn, batches, *, num_probes, seed, with_gradient=False):
     """(D, ∇L or None): per batch, the gradient, then its HVPs with the batch's own probes."""
-    if isinstance(num_probes, bool) or not isinstance(num_probes, int) or num_probes < 1:
-        raise InvalidArgument(f"num_probes must be a positive integer, got {num_probes!r}")
+    positive_int("num_probes", num_probes)
     loss_fn = default_loss(loss_fn)
     params = trainable_parameters(model)
     names, plist = list(params), list(params.values())

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
 from curvprune._core.batches import iter_batches, rechunk
+from curvprune._core.checks import positive_int
 from curvprune._core.memory import auto_chunk_size, parse_memory
 from curvprune.curvature.gradient import LossFn, batch_loss
 from curvprune.errors import InvalidArgument
@@ -389,12 +390,9 @@ def chunk_gradients(
     without it, `max_memory` (bytes or a size string) chooses it from an estimate of the
     per-sample cost. Neither: the batches as given.
     """
-    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
-        raise InvalidArgument(f"fisher_batch_size must be a positive integer, got {chunk!r}")
-    if chunk_size is not None and (
-        isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
-    ):
-        raise InvalidArgument(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    positive_int("fisher_batch_size", chunk)
+    if chunk_size is not None:
+        positive_int("chunk_size", chunk_size)
     budget = None if max_memory is None else parse_memory(max_memory)
     batches = _split(iter_batches(batches, model), model, chunk, chunk_size, budget)
     mixing = mixes_samples(model)

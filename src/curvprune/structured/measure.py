@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from curvprune._core.batches import model_device_dtype
+from curvprune._core.checks import positive_int
 from curvprune.errors import InvalidArgument, InvalidType
 
 
@@ -291,13 +292,11 @@ def measure_latency(
     """
     from torch.utils import benchmark
 
-    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-        raise InvalidArgument(f"repeats must be a positive integer, got {repeats!r}")
+    positive_int("repeats", repeats)
     if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
         raise InvalidArgument(f"warmup must be a non-negative integer, got {warmup!r}")
     for b in batch_sizes:
-        if isinstance(b, bool) or not isinstance(b, int) or b < 1:
-            raise InvalidArgument(f"batch sizes must be positive integers, got {b!r}")
+        positive_int("batch sizes", b)
     samples = as_inputs(model, example_inputs)
     device, dtype = model_device_dtype(model)
     threads = torch.get_num_threads()
