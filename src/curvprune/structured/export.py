@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from curvprune._core.state import modes_kept
 from curvprune.errors import InvalidArgument
 from curvprune.structured.measure import as_inputs
 
@@ -69,9 +70,7 @@ def export_onnx(
     inputs = tuple(t.cpu() for t in as_inputs(cpu, example_inputs))
     names = [f"input{i}" if len(inputs) > 1 else "input" for i in range(len(inputs))]
     dynamic = tuple({0: torch.export.Dim("batch")} for _ in inputs) if dynamic_batch else None
-    modes = [(m, m.training) for m in cpu.modules()]
-    try:
-        cpu.eval()
+    with modes_kept(cpu, eval=True):
         # the exporter reports its progress on stdout and warns about its internals
         with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -110,9 +109,6 @@ def export_onnx(
                         f"ONNX file {path} disagrees with the model: max abs difference "
                         f"{(g - w).abs().max().item():.3g} (batch {args[0].shape[0]})"
                     )
-    finally:
-        for m, training in modes:
-            m.training = training
     return worst
 
 

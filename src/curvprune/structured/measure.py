@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from curvprune._core.batches import model_device_dtype
 from curvprune._core.checks import positive_int
+from curvprune._core.state import modes_kept
 from curvprune.errors import InvalidArgument, InvalidType
 
 
@@ -143,20 +144,17 @@ def macs_by_weight(model: nn.Module, example_inputs) -> dict[str, int]:
 
         return module.register_forward_hook(hook)
 
-    modes = [(m, m.training) for m in model.modules()]
     # An MHA's out_proj is an nn.Linear that MHA never calls: it is counted by the MHA hook.
     inside_mha = {id(m.out_proj) for m in model.modules() if isinstance(m, nn.MultiheadAttention)}
     handles = [
         hook_for(n, m) for n, m in model.named_modules() if _counted(m) and id(m) not in inside_mha
     ]
     try:
-        model.eval()
-        model(*inputs)
+        with modes_kept(model, eval=True):
+            model(*inputs)
     finally:
         for h in handles:
             h.remove()
-        for m, training in modes:
-            m.training = training
     return totals
 
 
@@ -300,33 +298,27 @@ def measure_latency(
     samples = as_inputs(model, example_inputs)
     device, dtype = model_device_dtype(model)
     threads = torch.get_num_threads()
-    modes = [(m, m.training) for m in model.modules()]
     gen = torch.Generator().manual_seed(seed)
     median, iqr = {}, {}
-    try:
-        model.eval()
-        with torch.no_grad():
-            for b in batch_sizes:
-                inputs = tuple(
-                    torch.randn((b, *t.shape[1:]), generator=gen).to(device, dtype)
-                    if t.is_floating_point()
-                    else t[:1].expand(b, *t.shape[1:]).clone()
-                    for t in samples
-                )
-                # Timer defaults to one thread: keep the caller's count, as a run would use.
-                timer = benchmark.Timer(
-                    stmt="model(*inputs)",
-                    globals={"model": model, "inputs": inputs},
-                    num_threads=threads,
-                )
-                if warmup:
-                    timer.timeit(warmup)
-                times = sorted(1000 * timer.timeit(1).raw_times[0] for _ in range(repeats))
-                median[b] = statistics.median(times)
-                iqr[b] = _quantile(times, 0.75) - _quantile(times, 0.25)
-    finally:
-        for m, training in modes:
-            m.training = training
+    with modes_kept(model, eval=True), torch.no_grad():
+        for b in batch_sizes:
+            inputs = tuple(
+                torch.randn((b, *t.shape[1:]), generator=gen).to(device, dtype)
+                if t.is_floating_point()
+                else t[:1].expand(b, *t.shape[1:]).clone()
+                for t in samples
+            )
+            # Timer defaults to one thread: keep the caller's count, as a run would use.
+            timer = benchmark.Timer(
+                stmt="model(*inputs)",
+                globals={"model": model, "inputs": inputs},
+                num_threads=threads,
+            )
+            if warmup:
+                timer.timeit(warmup)
+            times = sorted(1000 * timer.timeit(1).raw_times[0] for _ in range(repeats))
+            median[b] = statistics.median(times)
+            iqr[b] = _quantile(times, 0.75) - _quantile(times, 0.25)
     return Latency(
         median, iqr_ms=iqr, device=str(device), threads=threads, repeats=repeats, warmup=warmup
     )

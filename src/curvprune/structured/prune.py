@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from curvprune._core.batches import reiterable
 from curvprune._core.checks import positive_int
-from curvprune._core.state import preserved
+from curvprune._core.state import modes_kept, preserved
 from curvprune.criteria import registry
 from curvprune.criteria.channel import ChannelTerms, check_normalize
 from curvprune.curvature.gradient import LossFn, default_loss
@@ -125,10 +125,8 @@ def _run(model: nn.Module, inputs: tuple[Tensor, ...], what: str, hint: str = ""
 
     handles = [m.register_forward_pre_hook(enter) for m in model.modules()]
     handles += [m.register_forward_hook(leave) for m in model.modules()]
-    modes = [(m, m.training) for m in model.modules()]
     try:
-        model.eval()
-        with torch.no_grad():
+        with modes_kept(model, eval=True), torch.no_grad():
             out = model(*inputs)
     except Exception as err:
         where = (
@@ -141,8 +139,6 @@ def _run(model: nn.Module, inputs: tuple[Tensor, ...], what: str, hint: str = ""
     finally:
         for h in handles:
             h.remove()
-        for m, training in modes:
-            m.training = training
     return out, executed
 
 
