@@ -79,3 +79,21 @@ def test_exclude_in_a_sweep_file_is_an_axis_only_as_a_list_of_lists():
     assert [c.exclude for c in one] == [("5.*", "1.*")]
     two = expand_grid({"criterion": "snip", "exclude": [["5.*"], ["1.*"]]})
     assert [c.exclude for c in two] == [("5.*",), ("1.*",)]
+
+
+def test_val_split_holds_out_a_fixed_stratified_share_and_leaves_the_test_set_alone():
+    plain = load_data("digits", seed=0)
+    split = load_data("digits", seed=0, val_split=0.2)
+    other_seed = load_data("digits", seed=7, val_split=0.2)
+    assert plain.val is None and plain.num_val == 0
+    assert split.num_val + split.num_train == plain.num_train
+    val = torch.cat([y for _, y in split.val])
+    counts = torch.bincount(val, minlength=10)
+    assert counts.min() >= 28 and counts.max() <= 29  # 20% of each class's ~143-144
+    assert torch.equal(val, torch.cat([y for _, y in other_seed.val]))  # same split every seed
+    train = torch.cat([x for x, _ in split.scoring_batches(split.num_train, 512)])
+    held = torch.cat([x for x, _ in split.val])
+    assert not (train[:, None] == held[None]).flatten(2).all(2).any()  # disjoint
+    assert torch.equal(torch.cat([x for x, _ in plain.test]), torch.cat([x for x, _ in split.test]))
+    with pytest.raises(InvalidArgument, match="val_split"):
+        load_data("digits", val_split=1.0)

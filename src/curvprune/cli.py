@@ -66,6 +66,8 @@ def _add_run_options(p: argparse.ArgumentParser, *, pruning: bool) -> None:
         "places; the error lists them)",
     )
     g.add_argument("--download", action="store_true", help="let torchvision download the data")
+    g.add_argument("--val-split", type=float, metavar="F",
+                   help="hold out F of each class; test the best epoch's model")  # fmt: skip
     g.add_argument(
         "--train-limit",
         type=int,

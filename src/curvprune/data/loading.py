@@ -28,6 +28,8 @@ from curvprune.errors import DataError, InvalidArgument
 # The digits split is fixed (not the run's seed) so test accuracies stay comparable across runs.
 DIGITS_TEST_SIZE = 360
 DIGITS_SPLIT_SEED = 0
+#: The validation split is fixed (not the run's seed), like the PaI papers' random_state 42.
+VAL_SPLIT_SEED = 42
 
 Fetch = Callable[[Tensor], tuple[Tensor, Tensor]]
 
@@ -41,8 +43,10 @@ class DataBundle:
         train: Shuffled, augmented training batches; re-iterable, ``len()`` is batches per epoch,
             ``set_epoch(e)`` fixes the next epoch's order.
         test: Test batches in stored order, no augmentation.
+        val: Validation batches (held out of the training set, no augmentation), or None.
         num_train: Training samples (after ``train_limit``).
         num_test: Test samples.
+        num_val: Validation samples (0 without a validation split).
         seed: The seed everything random was derived from.
     """
 
@@ -55,12 +59,15 @@ class DataBundle:
         seed: int,
         fetch_train: Fetch,
         train_labels: Tensor,
+        val: TensorLoader | StreamLoader | None = None,
     ) -> None:
         self.info = info
         self.train = train
         self.test = test
         self.num_train = train.num_examples
         self.num_test = test.num_examples
+        self.val = val
+        self.num_val = 0 if val is None else val.num_examples
         self.seed = seed
         self._fetch_train = fetch_train
         self._train_labels = train_labels
@@ -136,6 +143,7 @@ def load_data(
     num_workers: int = 0,
     download: bool = False,
     train_limit: int | None = None,
+    val_split: float = 0.0,
     rank: int = 0,
     world_size: int = 1,
 ) -> DataBundle:
@@ -155,7 +163,11 @@ def load_data(
         num_workers: Worker processes for streamed datasets (ignored for in-memory ones).
         download: Let torchvision download missing files (MNIST, Fashion-MNIST, CIFAR) into
             ``data_dir`` or ``~/.cache/curvprune/<name>``.
-        train_limit: Keep only this many training samples (a seeded random subset).
+        train_limit: Keep only this many training samples (a seeded random subset of what
+            the validation split leaves).
+        val_split: Hold out this fraction of each class of the training set as ``val``
+            (stratified, the same split for every ``seed``: seeded by `VAL_SPLIT_SEED`, as the
+            PaI papers' fixed 80/20 split); 0 for none.
         rank: This process's index; each rank's ``train`` sees a disjoint shard per epoch.
         world_size: Number of processes (default 1: no sharding).
 
@@ -178,10 +190,18 @@ def load_data(
     world_size = check_int("world_size", world_size, 1)
     if check_int("rank", rank, 0) >= world_size:
         raise InvalidArgument(f"rank must be in 0..{world_size - 1}, got {rank}")
+    ok = isinstance(val_split, (int, float)) and not isinstance(val_split, bool)
+    if not ok or not 0 <= val_split < 1:
+        raise InvalidArgument(f"val_split must be a fraction in [0, 1), got {val_split!r}")
     common = dict(seed=seed, rank=rank, world_size=world_size)
 
     if info.in_memory:
         x_train, y_train, x_test, y_test, scale = _load_arrays(key, data_dir, download)
+        held = _stratified_holdout(y_train, val_split)
+        if len(held):
+            x_val, y_val = x_train[held], y_train[held]
+            rest = _complement(held, len(y_train))
+            x_train, y_train = x_train[rest], y_train[rest]
         if train_limit is not None and train_limit < len(y_train):
             keep = seeded_permutation(len(y_train), seed, STREAM_SUBSET)[:train_limit]
             keep = keep.sort().values
@@ -192,12 +212,16 @@ def load_data(
             x_train, y_train, batch_size=batch_size, transform=augmented, shuffle=True, **common
         )
         test = TensorLoader(x_test, y_test, batch_size=eval_batch_size, transform=plain)
+        val = None
+        if len(held):
+            val = TensorLoader(x_val, y_val, batch_size=eval_batch_size, transform=plain)
 
         def fetch(idx: Tensor) -> tuple[Tensor, Tensor]:
             return plain(x_train[idx]), y_train[idx]
 
+        labels = y_train.long()
         return DataBundle(
-            info, train, test, seed=seed, fetch_train=fetch, train_labels=y_train.long()
+            info, train, test, seed=seed, fetch_train=fetch, train_labels=labels, val=val
         )
 
     lister = folders.list_tinyimagenet if key == "tinyimagenet" else folders.list_imagenet
@@ -209,6 +233,9 @@ def load_data(
         raise
     classes, train_samples, test_samples = lister(found.root)
     info = dataclasses.replace(info, num_classes=len(classes))
+    held = _stratified_holdout(torch.tensor([y for _, y in train_samples]), val_split)
+    val_samples = [train_samples[i] for i in held.tolist()]
+    train_samples = [train_samples[i] for i in _complement(held, len(train_samples)).tolist()]
     if train_limit is not None and train_limit < len(train_samples):
         keep = seeded_permutation(len(train_samples), seed, STREAM_SUBSET)[:train_limit]
         train_samples = [train_samples[i] for i in sorted(keep.tolist())]
@@ -220,13 +247,38 @@ def load_data(
         train_set, batch_size=batch_size, shuffle=True, num_workers=num_workers, **common
     )
     test = StreamLoader(test_set, batch_size=eval_batch_size, num_workers=num_workers)
+    val = None
+    if val_samples:
+        val_set = SeededSampleDataset(val_samples, test_tf, folders.open_rgb)
+        val = StreamLoader(val_set, batch_size=eval_batch_size, num_workers=num_workers)
 
     def fetch_stream(idx: Tensor) -> tuple[Tensor, Tensor]:
         items = [scoring_set[int(i)] for i in idx]
         return torch.stack([x for x, _ in items]), torch.tensor([y for _, y in items])
 
     labels = torch.tensor([y for _, y in train_samples], dtype=torch.long)
-    return DataBundle(info, train, test, seed=seed, fetch_train=fetch_stream, train_labels=labels)
+    return DataBundle(
+        info, train, test, seed=seed, fetch_train=fetch_stream, train_labels=labels, val=val
+    )
+
+
+def _stratified_holdout(labels: Tensor, fraction: float) -> Tensor:
+    """Sorted indices of round(fraction · n_c) samples of each class c, seeded by VAL_SPLIT_SEED."""
+    if fraction == 0:
+        return torch.zeros(0, dtype=torch.long)
+    order = seeded_permutation(len(labels), VAL_SPLIT_SEED, STREAM_SUBSET)
+    ordered = labels[order]
+    held = []
+    for c in ordered.unique():
+        members = order[ordered == c]
+        held.append(members[: round(fraction * len(members))])
+    return torch.cat(held).sort().values
+
+
+def _complement(indices: Tensor, n: int) -> Tensor:
+    keep = torch.ones(n, dtype=torch.bool)
+    keep[indices] = False
+    return keep.nonzero().flatten()
 
 
 def _tensor_augmentation(key: str, info: DatasetInfo, scale: float) -> BatchTransform:

@@ -104,6 +104,7 @@ class _RunOptions:
     seed: int = 0
     score_samples: int = 1024
     train_limit: int | None = None
+    val_split: float = 0.0
     augment: bool = True
     download: bool = False
     device: str = "auto"
@@ -256,6 +257,10 @@ class _RunOptions:
             ("--score-samples", self.score_samples),
         ):
             _check(value > 0, f"{flag} must be a positive integer, got {value}")
+        _check(
+            0 <= self.val_split < 1,
+            f"--val-split must be a fraction in [0, 1), got {self.val_split}",
+        )
         _check(
             self.train_limit is None or self.train_limit > 0,
             f"--train-limit must be positive, got {self.train_limit}",

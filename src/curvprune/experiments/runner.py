@@ -109,6 +109,7 @@ class Run:
             augment=cfg.augment,
             download=cfg.download,
             train_limit=cfg.train_limit,
+            val_split=cfg.val_split,
             rank=self.rank,
             world_size=self.world,
         )
