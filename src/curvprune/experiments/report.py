@@ -89,6 +89,8 @@ def summary_markdown(rows: Sequence[Mapping[str, str]]) -> str:
     they kept (MACs, parameters) and their speed-up; then layer collapse and scoring time per
     setting.
     """
+    from curvprune.experiments.report_plots import describe  # it imports this module
+
     if not rows:
         return "# Sweep summary\n\nNo finished runs yet.\n"
     columns, groups = _group(rows)
@@ -101,15 +103,14 @@ def summary_markdown(rows: Sequence[Mapping[str, str]]) -> str:
         t: max((m for m, _ in (stats[k][t] for k in stats) if not math.isnan(m)), default=math.nan)
         for t in targets
     }
-    first = rows[0]
     seeds = sorted({r.get("seed", "") for r in rows}, key=lambda v: _float(v))
     header = "| " + " | ".join(columns) + " | " + " | ".join(t[2] for t in targets) + " |"
     rule = "|" + "---|" * (len(columns) + len(targets))
     lines = [
         "# Sweep summary",
         "",
-        f"{first.get('model', '?')} on {first.get('dataset', '?')}; {len(rows)} runs; "
-        f"seeds {', '.join(seeds)}. Test top-1 accuracy (%) after the final epochs"
+        f"{describe(rows)}; {len(rows)} runs; seeds {', '.join(seeds)}. "
+        "Test top-1 accuracy (%) after the final epochs"
         + (", mean ± std over seeds" if len(seeds) > 1 else " (one seed: no spread to show)")
         + (
             "; **bold**: best in its column; ch: channel sparsity, MACs: kept fraction of MACs "
