@@ -163,3 +163,11 @@ def test_settings_of_one_criterion_are_listed_together():
     rows = grid(["hts", "snip", "magnitude"])
     order = [key[0] for key in same_mask_settings(rows)]
     assert order == ["magnitude", "snip", "snip", "hts", "hts"]
+
+
+def test_every_registered_criterion_has_its_own_fixed_colour():
+    from curvprune import CRITERIA
+    from curvprune.experiments.report_plots import CRITERION_COLOURS
+
+    assert set(CRITERIA) <= set(CRITERION_COLOURS)
+    assert len(set(CRITERION_COLOURS.values())) == len(CRITERION_COLOURS)

@@ -55,8 +55,13 @@ CRITERION_COLOURS: dict[str, str] = {
     "woodfisher": "#17becf",
     "taylor": "#393b79",
     "l1": "#8c6d31",
+    "gradnorm": "#637939",
+    "fisher_diag": "#843c39",
+    "fbss": "#7b4173",
+    "oba_full": "#6b6ecf",
+    "woodtaylor": "#3182bd",
 }
-_OTHER_COLOURS = ("#637939", "#843c39", "#7b4173", "#3182bd", "#e6550d", "#31a354")
+_OTHER_COLOURS = ("#e6550d", "#31a354", "#756bb1", "#636363", "#fd8d3c", "#9ecae1")
 #: (line style, marker) of a criterion's first, second, ... setting.
 _VARIANTS = (
     ("-", "o"),
