@@ -86,6 +86,12 @@ class Excluding:
     matches a pattern (`fnmatch`, case-sensitive), as the PaI papers keep the classifier and
     WoodFisher's ResNet runs keep the first convolution. A pattern that matches no default
     prunable weight is an error, so that a typo cannot silently prune everything.
+
+    Example:
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+        >>> list(prunable_weights(model, Excluding(["2.*"])))
+        ['0.weight']
     """
 
     def __init__(self, patterns: Iterable[str]) -> None:

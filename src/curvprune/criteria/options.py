@@ -54,6 +54,12 @@ class Option:
 
         Raises:
             InvalidArgument: a value of the wrong type, not positive, or not a valid choice.
+
+        Example:
+            >>> OPTIONS["num_probes"].check(0, as_flag=True)
+            Traceback (most recent call last):
+            ...
+            curvprune.errors.InvalidArgument: --num-probes must be > 0, got 0
         """
         if value is None:
             return value

@@ -92,6 +92,15 @@ def select_masks(
         scope: "global" (one threshold) or "layerwise" (each tensor to `sparsity`).
         min_density: every tensor keeps at least ceil(min_density·numel) weights.
         existing: current masks; their pruned weights stay pruned.
+
+    Example:
+        >>> import torch
+        >>> scores = {"a": torch.tensor([3.0, 1.0, 2.0]), "b": torch.tensor([0.5, 4.0])}
+        >>> masks = select_masks(scores, sparsity=0.4)  # round(0.4 * 5) = 2 weights go
+        >>> masks["a"].tolist(), masks["b"].tolist()
+        ([True, False, True], [False, True])
+        >>> select_masks(scores, sparsity=0.5, scope="layerwise")["a"].tolist()
+        [True, False, False]
     """
     return keep_masks(
         scores, check_sparsity(sparsity), check_scope(scope), check_min_density(min_density),
