@@ -7,7 +7,7 @@ The public API, by layer (each layer imports only the ones above it in this list
   `obs_update`;
 - criteria: `CRITERIA`, `Criterion`, `OPTIONS`, `score`;
 - pruning: `prune`, `PruneResult`, `select_masks`, `sparsity_report`, `make_permanent`,
-  `bn_warmup`, `prunable_weights`;
+  `bn_warmup`, `prunable_weights`, `importance_scores` (for `torch.nn.utils.prune`);
 - structured: `prune_channels`, `prune_to_macs`, `channel_scores`, `save_pruned`,
   `load_pruned`, `export_onnx`, `count_params_and_macs`, `measure_latency`.
 
@@ -46,6 +46,7 @@ from curvprune.errors import (
 from curvprune.pruning import (
     PruneResult,
     bn_warmup,
+    importance_scores,
     make_permanent,
     prune,
     select_masks,
@@ -99,6 +100,7 @@ __all__ = [
     # pruning
     "PruneResult",
     "bn_warmup",
+    "importance_scores",
     "make_permanent",
     "prunable_weights",
     "prune",

@@ -6,6 +6,7 @@
 """
 
 from curvprune.pruning.batchnorm import bn_warmup
+from curvprune.pruning.interop import importance_scores
 from curvprune.pruning.masks import make_permanent, select_masks, sparsity_report
 from curvprune.pruning.oneshot import SCHEDULES, PruneResult, prune, round_sparsities
 
@@ -13,6 +14,7 @@ __all__ = [
     "SCHEDULES",
     "PruneResult",
     "bn_warmup",
+    "importance_scores",
     "make_permanent",
     "prune",
     "round_sparsities",
