@@ -9,7 +9,8 @@ The public API, by layer (each layer imports only the ones above it in this list
 - pruning: `prune`, `PruneResult`, `select_masks`, `sparsity_report`, `make_permanent`,
   `bn_warmup`, `prunable_weights`, `importance_scores` (for `torch.nn.utils.prune`);
 - structured: `prune_channels`, `prune_to_macs`, `channel_scores`, `save_pruned`,
-  `load_pruned`, `export_onnx`, `count_params_and_macs`, `measure_latency`.
+  `load_pruned`, `export_onnx`, `count_params_and_macs`, `measure_latency`, and
+  `CurvatureImportance` (a Torch-Pruning importance).
 
 Structured names load Torch-Pruning on first use, so ``import curvprune`` stays light.
 
@@ -55,6 +56,7 @@ from curvprune.pruning import (
 
 #: Structured names: public name -> module; imported on first access (PEP 562).
 _LAZY = {
+    "CurvatureImportance": "curvprune.structured.importance",
     "channel_scores": "curvprune.structured.prune",
     "count_params_and_macs": "curvprune.structured.measure",
     "export_onnx": "curvprune.structured.export",
@@ -107,6 +109,7 @@ __all__ = [
     "select_masks",
     "sparsity_report",
     # structured (lazy)
+    "CurvatureImportance",
     "channel_scores",
     "count_params_and_macs",
     "export_onnx",
