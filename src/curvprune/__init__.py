@@ -7,7 +7,8 @@ The public API, by layer (each layer imports only the ones above it in this list
   `obs_update`;
 - criteria: `CRITERIA`, `Criterion`, `OPTIONS`, `score`;
 - pruning: `prune`, `PruneResult`, `select_masks`, `sparsity_report`, `make_permanent`,
-  `bn_warmup`, `prunable_weights`, `importance_scores` (for `torch.nn.utils.prune`);
+  `bn_warmup`, `prunable_weights`, `importance_scores` (for `torch.nn.utils.prune`),
+  `GradualPruner` (gradual pruning in the user's own training loop);
 - structured: `prune_channels`, `prune_to_macs`, `channel_scores`, `save_pruned`,
   `load_pruned`, `export_onnx`, `count_params_and_macs`, `measure_latency`, and
   `CurvatureImportance` (a Torch-Pruning importance).
@@ -45,6 +46,7 @@ from curvprune.errors import (
     InvalidType,
 )
 from curvprune.pruning import (
+    GradualPruner,
     PruneResult,
     bn_warmup,
     importance_scores,
@@ -100,6 +102,7 @@ __all__ = [
     "Criterion",
     "score",
     # pruning
+    "GradualPruner",
     "PruneResult",
     "bn_warmup",
     "importance_scores",
