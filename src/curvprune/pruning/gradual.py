@@ -82,6 +82,7 @@ class GradualPruner:
         scope: "global" or "layerwise" (as in `curvprune.prune`).
         iterations: rounds of `curvprune.prune` per event (default: the criterion's).
         loss_fn: batch-mean loss; None for cross-entropy.
+        forward: ``forward(model, inputs) -> outputs`` (see `curvprune.score`).
         prunable: which weights (see `curvprune.score`).
         min_density: every tensor keeps at least this fraction.
         prune_fn: replaces the scoring and pruning of an event: ``prune_fn(target)`` must prune
@@ -114,6 +115,7 @@ class GradualPruner:
         scope: str = "global",
         iterations: int | None = None,
         loss_fn: LossFn | None = None,
+        forward: Callable | None = None,
         prunable: Selector = None,
         min_density: float | None = None,
         prune_fn: Callable[[float], Any] | None = None,
@@ -158,6 +160,7 @@ class GradualPruner:
         self.scope = scope
         self.iterations = iterations
         self.loss_fn = loss_fn
+        self.forward = forward
         self.prunable = prunable
         self.min_density = min_density
         self.prune_fn = prune_fn
@@ -218,6 +221,7 @@ class GradualPruner:
                 scope=self.scope,
                 min_density=self.min_density,
                 loss_fn=self.loss_fn,
+                forward=self.forward,
                 prunable=self.names,
                 iterations=self.iterations,
                 **self.criterion_options,
