@@ -1,4 +1,4 @@
-"""The ``curvprune`` command: list, train, prune, sweep, report.
+"""The ``curvprune`` command: list, train, prune, sweep, report, export.
 
 Every user error exits with status 2 and one line on stderr (``curvprune: error: ...``), never
 a traceback: `CurvpruneError` from anywhere in the library, argparse's own errors, and OS errors
@@ -59,6 +59,12 @@ def _add_run_options(p: argparse.ArgumentParser, *, pruning: bool) -> None:
     d = _defaults()
     g = p.add_argument_group("model and data")
     g.add_argument("--model", help=f"model name, see `curvprune list models` (default {d.model})")
+    g.add_argument(
+        "--pretrained",
+        action="store_true",
+        help="torchvision:NAME / timm:NAME: start from their pretrained weights (from their "
+        "caches; a new head for another class count)",
+    )
     g.add_argument("--dataset", help=f"dataset name (default {d.dataset})")
     g.add_argument(
         "--data-dir",
@@ -339,6 +345,16 @@ def build_parser() -> argparse.ArgumentParser:
         "(summary.tex, booktabs, mean ± std, best in bold) or csv (summary_table.csv, "
         "aggregated over seeds); default markdown",
     )
+
+    p = sub.add_parser("export", help="a checkpoint as plain weights (masks folded in) or as ONNX")
+    p.add_argument("checkpoint", help="model.safetensors from train or prune --out")
+    p.add_argument("--out", required=True, help="file to write (.safetensors or .onnx)")
+    p.add_argument(
+        "--format",
+        choices=("safetensors", "onnx"),
+        help="safetensors: plain weights that a freshly built model loads with strict=True; "
+        "onnx: checked with onnxruntime (needs curvprune[export]); default: from --out",
+    )
     return parser
 
 
@@ -538,6 +554,18 @@ def _cmd_report(args: argparse.Namespace) -> None:
     print(build_report(args.dir, format=args.format), end="")
 
 
+def _cmd_export(args: argparse.Namespace) -> None:
+    from curvprune.experiments.exporting import export_checkpoint
+
+    done = export_checkpoint(args.checkpoint, args.out, format=args.format)
+    what = (
+        f"{done['folded']} masks folded into their weights"
+        if done["format"] == "safetensors"
+        else f"onnxruntime matches PyTorch within {done['max_abs_diff']:.2g}"
+    )
+    print(f"wrote {done['out']} ({done['format']}, {done['tensors']} tensors; {what})")
+
+
 def _print_error(err: Exception) -> None:
     """One line on stderr; on ranks other than 0 only for errors raised inside the group."""
     rank = getattr(err, "rank", None)
@@ -553,6 +581,7 @@ _COMMANDS = {
     "prune": _cmd_prune,
     "sweep": _cmd_sweep,
     "report": _cmd_report,
+    "export": _cmd_export,
 }
 
 
