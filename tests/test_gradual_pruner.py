@@ -161,3 +161,24 @@ def test_linear_schedule():
     model = _model()
     pruner = cp.GradualPruner(model, "magnitude", _data(1), sparsity=0.6, end=3, schedule="linear")
     assert [round(p.sparsity, 6) for p in pruner.plan] == [0.0, 0.2, 0.4, 0.6]
+
+
+def test_resume_when_a_framework_loads_the_weights_before_the_pruner_state():
+    """Lightning restores the module's weights before callback states: a pre-hook registers
+    the masks, then the pruner's state loads onto the masked model."""
+    from curvprune.checkpoint import register_masks
+
+    data = _data()
+    first = _model()
+    p1 = cp.GradualPruner(first, "magnitude", data, sparsity=0.6, end=2)
+    for _ in range(2):
+        p1.step()
+    fresh = _model(seed=5)
+    p2 = cp.GradualPruner(fresh, "magnitude", data, sparsity=0.6, end=2)
+    fresh.register_load_state_dict_pre_hook(lambda m, sd, *rest: register_masks(m, sd))
+    fresh.load_state_dict(first.state_dict())  # strict, with weight_orig / weight_mask
+    p2.load_state_dict(p1.state_dict())
+    p1.step(), p2.step()
+    assert p2.reached == p1.reached == 0.6
+    for key, value in first.state_dict().items():
+        assert torch.equal(fresh.state_dict()[key], value), key

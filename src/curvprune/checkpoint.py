@@ -17,7 +17,7 @@ from torch.nn.utils import prune as torch_prune
 
 from curvprune.errors import CheckpointError
 
-__all__ = ["fold_masks", "load_checkpoint", "read_checkpoint", "save_checkpoint"]
+__all__ = ["fold_masks", "load_checkpoint", "read_checkpoint", "register_masks", "save_checkpoint"]
 
 _MASK_SUFFIX = "_mask"
 _PT_SUFFIXES = (".pt", ".pth")
@@ -155,6 +155,21 @@ def fold_masks(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         mask = out.pop(key)
         out[name] = orig * mask.to(orig.dtype)
     return out
+
+
+def register_masks(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Give a fresh model the `torch.nn.utils.prune` masks that the masked `state` holds.
+
+    Afterwards ``model.load_state_dict(state)`` finds its ``weight_orig`` / ``weight_mask``
+    keys. Registered as a load-state-dict pre-hook, it lets a framework that loads the model's
+    weights itself (Lightning resuming a run) restore a pruned model::
+
+        model.register_load_state_dict_pre_hook(lambda m, sd, *rest: register_masks(m, sd))
+
+    Raises:
+        CheckpointError: a mask whose shape differs from its parameter's.
+    """
+    _apply_masks(model, state, "the state dict")
 
 
 def _apply_masks(model: nn.Module, state: dict[str, torch.Tensor], path: os.PathLike) -> None:
