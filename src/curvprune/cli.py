@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from curvprune._version import __version__
+from curvprune.cli_export import add_export_parser, run_export
 from curvprune.errors import CurvpruneError, InvalidArgument
 from curvprune.experiments import launch
 
@@ -345,16 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(summary.tex, booktabs, mean ± std, best in bold) or csv (summary_table.csv, "
         "aggregated over seeds); default markdown",
     )
-
-    p = sub.add_parser("export", help="a checkpoint as plain weights (masks folded in) or as ONNX")
-    p.add_argument("checkpoint", help="model.safetensors from train or prune --out")
-    p.add_argument("--out", required=True, help="file to write (.safetensors or .onnx)")
-    p.add_argument(
-        "--format",
-        choices=("safetensors", "onnx"),
-        help="safetensors: plain weights that a freshly built model loads with strict=True; "
-        "onnx: checked with onnxruntime (needs curvprune[export]); default: from --out",
-    )
+    add_export_parser(sub)
     return parser
 
 
@@ -554,18 +546,6 @@ def _cmd_report(args: argparse.Namespace) -> None:
     print(build_report(args.dir, format=args.format), end="")
 
 
-def _cmd_export(args: argparse.Namespace) -> None:
-    from curvprune.experiments.exporting import export_checkpoint
-
-    done = export_checkpoint(args.checkpoint, args.out, format=args.format)
-    what = (
-        f"{done['folded']} masks folded into their weights"
-        if done["format"] == "safetensors"
-        else f"onnxruntime matches PyTorch within {done['max_abs_diff']:.2g}"
-    )
-    print(f"wrote {done['out']} ({done['format']}, {done['tensors']} tensors; {what})")
-
-
 def _print_error(err: Exception) -> None:
     """One line on stderr; on ranks other than 0 only for errors raised inside the group."""
     rank = getattr(err, "rank", None)
@@ -581,7 +561,7 @@ _COMMANDS = {
     "prune": _cmd_prune,
     "sweep": _cmd_sweep,
     "report": _cmd_report,
-    "export": _cmd_export,
+    "export": run_export,
 }
 
 
