@@ -177,3 +177,8 @@ def test_pretrained_is_part_of_the_run_id_only_when_on():
     RunConfig(
         model="torchvision:resnet18", pretrained=True, at="trained", dataset="digits"
     ).validate()
+
+
+def test_cli_pretrained_flag_is_checked(capsys):
+    assert main(["prune", "--model", "mlp", "--pretrained", "--epochs", "0"]) == 2
+    assert "--pretrained loads torchvision:NAME or timm:NAME" in capsys.readouterr().err

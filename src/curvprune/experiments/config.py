@@ -295,7 +295,7 @@ class _RunOptions:
         if self.at == "trained":
             _check(
                 self.checkpoint is not None or self.pretrain_epochs > 0 or self.pretrained,
-                "--at trained needs --checkpoint FILE, --pretrain-epochs N > 0 or --pretrained",
+                "--at trained needs --checkpoint FILE or --pretrain-epochs N > 0 (or --pretrained)",
             )
         if self.at == "gradual":
             self.plan()

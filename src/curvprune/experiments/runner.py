@@ -119,7 +119,7 @@ class Run:
             in_channels=info.in_channels,
             num_classes=info.num_classes,
             image_size=info.image_size,
-            pretrained=cfg.pretrained,
+            **({"pretrained": True} if cfg.pretrained else {}),
         ).to(self.device)
         self.writer = open_tensorboard(tensorboard) if tensorboard and self.main else None
         self.timings = {"score_s": 0.0, "train_s": 0.0, "pretrain_s": 0.0, "eval_s": 0.0}
