@@ -109,7 +109,15 @@ def _modules_loaded(code: str) -> set[str]:
     ids=["import", "list"],
 )
 def test_import_and_list_load_no_heavy_optional_package(code):
-    heavy = {"torch_pruning", "torchvision", "matplotlib", "sklearn", "scipy"}
+    heavy = {
+        "torch_pruning",
+        "torchvision",
+        "matplotlib",
+        "sklearn",
+        "scipy",
+        "transformers",
+        "timm",
+    }
     assert not _modules_loaded(code) & heavy
 
 

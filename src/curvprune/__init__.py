@@ -7,9 +7,11 @@ The public API, by layer (each layer imports only the ones above it in this list
   WoodFisher's `inverse_fisher_blocks` / `InverseFisherBlocks` / `obs_update`;
 - criteria: `CRITERIA`, `Criterion`, `OPTIONS`, `score`;
 - pruning: `prune`, `PruneResult`, `select_masks`, `sparsity_report`, `make_permanent`,
-  `bn_warmup`, `prunable_weights`, `Excluding`;
+  `bn_warmup`, `prunable_weights`, `Excluding`, `importance_scores` (for
+  `torch.nn.utils.prune`), `GradualPruner` (gradual pruning in the user's own training loop);
 - structured: `prune_channels`, `prune_to_macs`, `channel_scores`, `save_pruned`,
-  `load_pruned`, `export_onnx`, `count_params_and_macs`, `measure_latency`.
+  `load_pruned`, `export_onnx`, `count_params_and_macs`, `measure_latency`, and
+  `CurvatureImportance` (a Torch-Pruning importance).
 
 Structured names load Torch-Pruning on first use, so ``import curvprune`` stays light.
 
@@ -46,8 +48,10 @@ from curvprune.errors import (
     InvalidType,
 )
 from curvprune.pruning import (
+    GradualPruner,
     PruneResult,
     bn_warmup,
+    importance_scores,
     make_permanent,
     prune,
     select_masks,
@@ -56,6 +60,7 @@ from curvprune.pruning import (
 
 #: Structured names: public name -> module; imported on first access (PEP 562).
 _LAZY = {
+    "CurvatureImportance": "curvprune.structured.importance",
     "channel_scores": "curvprune.structured.prune",
     "count_params_and_macs": "curvprune.structured.measure",
     "export_onnx": "curvprune.structured.export",
@@ -102,14 +107,17 @@ __all__ = [
     "score",
     # pruning
     "Excluding",
+    "GradualPruner",
     "PruneResult",
     "bn_warmup",
+    "importance_scores",
     "make_permanent",
     "prunable_weights",
     "prune",
     "select_masks",
     "sparsity_report",
     # structured (lazy)
+    "CurvatureImportance",
     "channel_scores",
     "count_params_and_macs",
     "export_onnx",

@@ -17,7 +17,7 @@ from torch.nn.utils import prune as torch_prune
 
 from curvprune.errors import CheckpointError
 
-__all__ = ["load_checkpoint", "read_checkpoint", "save_checkpoint"]
+__all__ = ["fold_masks", "load_checkpoint", "read_checkpoint", "register_masks", "save_checkpoint"]
 
 _MASK_SUFFIX = "_mask"
 _PT_SUFFIXES = (".pt", ".pth")
@@ -40,6 +40,8 @@ def save_checkpoint(
     path.parent.mkdir(parents=True, exist_ok=True)
     # clone() breaks storage sharing, which safetensors refuses to write.
     state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    for key in _mask_keys(state):  # pruning masks as bool: a quarter of float32's bytes
+        state[key] = state[key].bool()
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     save_file(state, str(tmp), metadata={k: str(v) for k, v in (metadata or {}).items()})
     os.replace(tmp, path)
@@ -130,6 +132,44 @@ def load_checkpoint(
     # The masks registered above are buffers in the state dict, so this overwrites them too.
     model.load_state_dict(state, strict=True)
     return metadata
+
+
+def _mask_keys(state: dict[str, torch.Tensor]) -> list[str]:
+    """Keys of `torch.nn.utils.prune` masks: ``<name>_mask`` next to ``<name>_orig``."""
+    return [
+        k for k in state if k.endswith(_MASK_SUFFIX) and k[: -len(_MASK_SUFFIX)] + "_orig" in state
+    ]
+
+
+def fold_masks(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A masked state dict as plain weights: ``<name> = <name>_orig * <name>_mask``.
+
+    The ``_orig`` and ``_mask`` entries go, so a freshly built dense model of the same
+    architecture loads the result with ``load_state_dict(strict=True)``. Masks may be bool
+    (`save_checkpoint` writes them so) or float (older checkpoints). Other entries are kept.
+    """
+    out = dict(state)
+    for key in _mask_keys(state):
+        name = key[: -len(_MASK_SUFFIX)]
+        orig = out.pop(name + "_orig")
+        mask = out.pop(key)
+        out[name] = orig * mask.to(orig.dtype)
+    return out
+
+
+def register_masks(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Give a fresh model the `torch.nn.utils.prune` masks that the masked `state` holds.
+
+    Afterwards ``model.load_state_dict(state)`` finds its ``weight_orig`` / ``weight_mask``
+    keys. Registered as a load-state-dict pre-hook, it lets a framework that loads the model's
+    weights itself (Lightning resuming a run) restore a pruned model::
+
+        model.register_load_state_dict_pre_hook(lambda m, sd, *rest: register_masks(m, sd))
+
+    Raises:
+        CheckpointError: a mask whose shape differs from its parameter's.
+    """
+    _apply_masks(model, state, "the state dict")
 
 
 def _apply_masks(model: nn.Module, state: dict[str, torch.Tensor], path: os.PathLike) -> None:

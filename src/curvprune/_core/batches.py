@@ -1,20 +1,24 @@
 """Iterating the user's `batches`: validation, device/dtype placement, re-chunking.
 
-`batches` is any iterable of ``(inputs, targets)`` pairs: a DataLoader, a list, a generator. The
-objective L is the mean of per-sample losses over every sample of every batch, so a batch of B
-samples whose `loss_fn` returns the batch mean weighs B / N in L.
+`batches` is any iterable of ``(inputs, targets)`` pairs: a DataLoader, a list, a generator.
+Inputs are a tensor, or a dict of tensors that share their first (sample) dimension, such as
+a Hugging Face tokenizer's ``{"input_ids": ..., "attention_mask": ...}``; the model is called
+as ``model(inputs)`` or ``model(**inputs)`` (see `curvprune._core.inputs`). The objective L is
+the mean of per-sample losses over every sample of every batch, so a batch of B samples whose
+`loss_fn` returns the batch mean weighs B / N in L.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 
 import torch
 from torch import Tensor, nn
 
+from curvprune._core.inputs import Inputs, cat, num_samples, take
 from curvprune.errors import InvalidArgument, InvalidType
 
-Batch = tuple[Tensor, Tensor]
+Batch = tuple[Inputs, Tensor]
 
 
 def model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
@@ -44,15 +48,40 @@ def iter_batches(batches: Iterable, model: nn.Module) -> Iterator[Batch]:
                 "(inputs, targets) pair of tensors"
             )
         x, y = item[0], item[1]
-        if not (isinstance(x, Tensor) and isinstance(y, Tensor)):
+        if isinstance(x, Mapping):
+            x = _check_dict(x, i)
+        elif not (isinstance(x, Tensor) and isinstance(y, Tensor)):
             raise InvalidType(f"batch {i}: inputs and targets must be tensors")
-        if x.shape[0] == 0:
+        if not isinstance(y, Tensor):
+            raise InvalidType(f"batch {i}: targets must be a tensor")
+        n = num_samples(x)
+        if n == 0:
             raise InvalidArgument(f"batch {i} is empty")
-        if x.shape[0] != y.shape[0]:
-            raise InvalidArgument(f"batch {i}: {x.shape[0]} inputs but {y.shape[0]} targets")
-        x = x.to(device=device, dtype=dtype) if x.is_floating_point() else x.to(device)
-        y = y.to(device=device, dtype=dtype) if y.is_floating_point() else y.to(device)
-        yield x, y
+        if n != y.shape[0]:
+            raise InvalidArgument(f"batch {i}: {n} inputs but {y.shape[0]} targets")
+        yield _placed(x, device, dtype), _placed(y, device, dtype)
+
+
+def _placed(x: Inputs, device: torch.device, dtype: torch.dtype) -> Inputs:
+    """On `device`; floating tensors take `dtype` (dicts: each of their tensors)."""
+    if isinstance(x, dict):
+        return {k: _placed(v, device, dtype) for k, v in x.items()}
+    return x.to(device=device, dtype=dtype) if x.is_floating_point() else x.to(device)
+
+
+def _check_dict(x: Mapping, i: int) -> dict[str, Tensor]:
+    if not x or not all(isinstance(k, str) and isinstance(v, Tensor) for k, v in x.items()):
+        raise InvalidType(
+            f"batch {i}: dict inputs must map argument names to tensors, e.g. a tokenizer's "
+            "{'input_ids': ..., 'attention_mask': ...}"
+        )
+    sizes = {k: v.shape[0] if v.dim() else None for k, v in x.items()}
+    if len(set(sizes.values())) != 1 or None in sizes.values():
+        raise InvalidArgument(
+            f"batch {i}: the tensors of dict inputs must share their first (sample) "
+            f"dimension, got {sizes}"
+        )
+    return dict(x)
 
 
 def rechunk(stream: Iterable[Batch], chunk: int) -> Iterator[tuple[Batch, int]]:
@@ -67,16 +96,16 @@ def rechunk(stream: Iterable[Batch], chunk: int) -> Iterator[tuple[Batch, int]]:
     held = 0
     for x, y in stream:
         pending.append((x, y))
-        held += x.shape[0]
+        held += num_samples(x)
         if held >= chunk:
-            xs = torch.cat([p[0] for p in pending])
+            xs = cat([p[0] for p in pending])
             ys = torch.cat([p[1] for p in pending])
             usable = (held // chunk) * chunk
-            yield (xs[:usable], ys[:usable]), usable // chunk
-            pending = [(xs[usable:], ys[usable:])] if usable < held else []
+            yield (take(xs, 0, usable), ys[:usable]), usable // chunk
+            pending = [(take(xs, usable, held), ys[usable:])] if usable < held else []
             held -= usable
     if held:
-        xs = torch.cat([p[0] for p in pending])
+        xs = cat([p[0] for p in pending])
         ys = torch.cat([p[1] for p in pending])
         yield (xs, ys), 0
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from curvprune._core.inputs import Inputs, call_model, take
 from curvprune._core.state import modes_kept
 from curvprune.errors import InvalidArgument
 
@@ -59,7 +60,7 @@ def available_memory(device: torch.device | str = "cpu") -> int:
     return 8 * 2**30  # no /proc (macOS, Windows): assume a modest machine
 
 
-def per_sample_bytes(model: nn.Module, example: Tensor) -> int:
+def per_sample_bytes(model: nn.Module, example: Inputs) -> int:
     """Rough bytes one sample costs while computing per-sample gradients.
 
     Activations of one forward pass (every module's output, ×3 for what autograd saves, the
@@ -76,7 +77,7 @@ def per_sample_bytes(model: nn.Module, example: Tensor) -> int:
     handles = [m.register_forward_hook(hook) for m in model.modules()]
     try:
         with modes_kept(model, eval=True), torch.no_grad():
-            model(example[:1])
+            call_model(model, take(example, 0, 1))
     finally:
         for h in handles:
             h.remove()
@@ -84,7 +85,7 @@ def per_sample_bytes(model: nn.Module, example: Tensor) -> int:
     return 3 * total + 2 * largest
 
 
-def auto_chunk_size(model: nn.Module, example: Tensor, budget: int) -> int:
+def auto_chunk_size(model: nn.Module, example: Inputs, budget: int) -> int:
     """Samples per forward/backward pass that fit `budget` bytes (at least 1)."""
     return max(1, budget // max(1, per_sample_bytes(model, example)))
 

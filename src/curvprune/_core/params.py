@@ -10,6 +10,7 @@ the weight's own name (``...weight``), which stays the same before and after pru
 from __future__ import annotations
 
 import fnmatch
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
@@ -18,6 +19,17 @@ from torch import Tensor, nn
 from curvprune.errors import InvalidArgument, InvalidType
 
 DEFAULT_PRUNABLE_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def default_prunable_types() -> tuple[type, ...]:
+    """`DEFAULT_PRUNABLE_TYPES`, plus transformers' ``Conv1D`` once transformers is loaded.
+
+    Hugging Face GPT-2 computes its attention and MLP projections with
+    ``transformers.pytorch_utils.Conv1D``, a linear layer whose weight is stored (in, out).
+    It is looked up in ``sys.modules``, never imported: a model that has one has loaded it.
+    """
+    conv1d = getattr(sys.modules.get("transformers.pytorch_utils"), "Conv1D", None)
+    return DEFAULT_PRUNABLE_TYPES + ((conv1d,) if isinstance(conv1d, type) else ())
 
 
 def trainable_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
@@ -62,12 +74,18 @@ class PrunableWeight:
 
 
 def _all_weights(model: nn.Module) -> dict[str, PrunableWeight]:
-    """Every parameter of every module as a candidate, keyed by its weight name."""
+    """Every parameter of every module as a candidate, keyed by its weight name.
+
+    A parameter shared by several modules (tied embeddings, say a language model's output
+    layer) is a candidate once, under its first name, as ``named_parameters()`` lists it.
+    """
     out = {}
+    seen: set[int] = set()
     for mod_name, module in model.named_modules():
         for p_name, param in module.named_parameters(recurse=False):
-            if not param.requires_grad:
+            if not param.requires_grad or id(param) in seen:
                 continue
+            seen.add(id(param))
             attr = p_name[: -len("_orig")] if p_name.endswith("_orig") else p_name
             if p_name.endswith("_orig") and not hasattr(module, attr + "_mask"):
                 attr = p_name
@@ -122,7 +140,7 @@ class Excluding:
 
 
 def _is_default(name: str, module: nn.Module) -> bool:
-    return name.rsplit(".", 1)[-1] == "weight" and isinstance(module, DEFAULT_PRUNABLE_TYPES)
+    return name.rsplit(".", 1)[-1] == "weight" and isinstance(module, default_prunable_types())
 
 
 def prunable_weights(model: nn.Module, prunable: Selector = None) -> dict[str, PrunableWeight]:
@@ -130,7 +148,8 @@ def prunable_weights(model: nn.Module, prunable: Selector = None) -> dict[str, P
 
     Args:
         model: the network.
-        prunable: None for the ``weight`` of every Linear and Conv1d/2d/3d; an iterable of
+        prunable: None for the ``weight`` of every Linear and Conv1d/2d/3d (and transformers'
+            Conv1D, see `default_prunable_types`); an iterable of
             weight names; or a predicate ``f(name, module) -> bool`` over every trainable
             parameter's weight name and owning module.
 

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from curvprune._core.batches import reiterable
+from curvprune._core.inputs import accepts_forward
 from curvprune._core.params import Selector, prunable_weights
 from curvprune._core.state import preserved
 from curvprune.criteria import channel as ch
@@ -256,6 +257,7 @@ def check_finite(scores: dict[str, Tensor], criterion: str) -> None:
             )
 
 
+@accepts_forward
 def score(
     model: nn.Module,
     criterion: str,
@@ -271,7 +273,11 @@ def score(
         model: the network; its parameters, modes and buffers are left unchanged.
         criterion: a name from `CRITERIA`.
         batches: iterable of ``(inputs, targets)``; the objective is the mean per-sample loss.
-        loss_fn: batch-mean loss; None for cross-entropy.
+            Inputs may be a dict of tensors (``model(**inputs)``), e.g. a tokenizer's output.
+        loss_fn: batch-mean loss ``loss_fn(outputs, targets)``, outputs as the model (or
+            `forward`) returns them; None for cross-entropy.
+        forward: optional ``forward(model, inputs) -> outputs`` used for every call of the
+            model, e.g. ``lambda model, x: model(**x).logits`` for a transformers model.
         prunable: None (the weight of every Linear and Conv1d/2d/3d), weight names, or a
             predicate ``f(name, module)``.
         **options: the criterion's options (see ``CRITERIA[name].options``).

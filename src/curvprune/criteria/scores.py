@@ -15,6 +15,7 @@ defaults; other variants are options (``variant``, ``temperature``, ...).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import torch
 from torch import Tensor
@@ -66,7 +67,19 @@ def with_temperature(loss_fn, temperature: float):
         raise InvalidArgument(f"temperature must be a positive number, got {temperature!r}")
     if temperature == 1:
         return loss_fn
-    return lambda out, y: loss_fn(out / temperature, y)
+    return lambda out, y: loss_fn(_divided(out, temperature), y)
+
+
+def _divided(out, temperature: float):
+    """Logits / T: the output tensor, or the ``logits`` of an output object (transformers)."""
+    if isinstance(out, Tensor):
+        return out / temperature
+    if isinstance(out, Mapping) and isinstance(out.get("logits"), Tensor):
+        return type(out)(**{**out, "logits": out["logits"] / temperature})
+    raise InvalidArgument(
+        f"temperature needs the model's outputs as logits, got {type(out).__name__}; pass "
+        "temperature=1, or forward=lambda model, x: model(**x).logits"
+    )
 
 
 def check_variant(variant: object) -> str:
@@ -135,6 +148,8 @@ def synflow_scores(model, weights, batches, loss_fn, *, variant="original"):
     """
     check_variant(variant)
     x, _ = first_batch(batches, model)
+    if not isinstance(x, Tensor):
+        raise InvalidArgument("synflow needs tensor inputs (it feeds the model an all-ones input)")
     params = {
         n: p.detach().abs().double().requires_grad_(n in _param_names(weights))
         for n, p in model.named_parameters()

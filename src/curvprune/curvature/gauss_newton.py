@@ -28,9 +28,11 @@ from torch import Tensor, nn
 
 from curvprune._core import distributed
 from curvprune._core.batches import iter_batches
+from curvprune._core.inputs import call_model, num_samples
 from curvprune._core.params import check_param_dict, trainable_parameters
 from curvprune._core.state import preserved
 from curvprune.curvature.gradient import LossFn, default_loss, output_loss
+from curvprune.errors import InvalidArgument
 
 
 def _gauss_newton_batch(out: Tensor, y: Tensor, loss_fn, plist, live, v) -> tuple:
@@ -81,8 +83,14 @@ def _product_pass(model, loss_fn, batches, vector, per_batch) -> dict[str, Tenso
     loss_fn = default_loss(loss_fn)
     with preserved(model):
         for x, y in iter_batches(batches, model):
-            b = x.shape[0]
-            products = per_batch(model(x), y, loss_fn, plist, live, v)
+            b = num_samples(x)
+            out = call_model(model, x)
+            if not isinstance(out, Tensor):
+                raise InvalidArgument(
+                    f"Gauss-Newton and OBA products need the model's outputs as one tensor, got "
+                    f"{type(out).__name__}; pass forward=lambda model, x: model(**x).logits"
+                )
+            products = per_batch(out, y, loss_fn, plist, live, v)
             for n, h in zip(names, products):
                 if h is not None:
                     total[n].add_(h.detach(), alpha=b)

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from curvprune._core import distributed
 from curvprune._core.batches import iter_batches
+from curvprune._core.inputs import call_model, num_samples
 from curvprune._core.params import trainable_parameters
 from curvprune._core.state import preserved
 from curvprune.errors import InvalidArgument
@@ -45,8 +46,8 @@ class CheckedLoss:
         evenly) and never again for this object. A loss that cannot be evaluated on half a
         batch is not checked.
         """
-        if self.checked or outputs.shape[0] < 2:
-            return
+        if self.checked or not isinstance(outputs, Tensor) or outputs.shape[0] < 2:
+            return  # output objects (say a transformers ModelOutput) cannot be halved
         self.checked = True
         half = outputs.shape[0] // 2
         out = outputs.detach()
@@ -110,7 +111,7 @@ def output_loss(loss_fn: LossFn, outputs: Tensor, targets: Tensor) -> Tensor:
 
 def batch_loss(model: nn.Module, loss_fn: LossFn, x: Tensor, y: Tensor) -> Tensor:
     """The batch-mean loss, checked to be a scalar (and, once, to be a mean: `CheckedLoss`)."""
-    return output_loss(loss_fn, model(x), y)
+    return output_loss(loss_fn, call_model(model, x), y)
 
 
 def loss_gradient(model: nn.Module, loss_fn: LossFn | None, batches: Iterable) -> dict[str, Tensor]:
@@ -126,7 +127,7 @@ def loss_gradient(model: nn.Module, loss_fn: LossFn | None, batches: Iterable) -
         for x, y in iter_batches(batches, model):
             loss = batch_loss(model, loss_fn, x, y)
             grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
-            b = x.shape[0]
+            b = num_samples(x)
             for (n, _), g in zip(params.items(), grads, strict=True):
                 if g is not None:
                     total[n].add_(g, alpha=b)

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from curvprune._core import distributed
 from curvprune._core.batches import iter_batches
 from curvprune._core.checks import positive_int
+from curvprune._core.inputs import num_samples
 from curvprune._core.params import check_param_dict, trainable_parameters
 from curvprune._core.state import preserved
 from curvprune.curvature.gradient import LossFn, batch_loss, default_loss
@@ -41,7 +42,7 @@ def _hvp_pass(
     count = 0
     with preserved(model):
         for x, y in iter_batches(batches, model):
-            b = x.shape[0]
+            b = num_samples(x)
             loss = batch_loss(model, loss_fn, x, y)
             grads = torch.autograd.grad(loss, plist, create_graph=True, allow_unused=True)
             grads = [torch.zeros_like(p) if g is None else g for p, g in zip(plist, grads)]
@@ -204,7 +205,7 @@ def _hutchinson(model, loss_fn, batches, *, num_probes, seed, with_gradient=Fals
     rank = distributed.rank()
     with preserved(model):
         for index, (x, y) in enumerate(iter_batches(batches, model)):
-            b = x.shape[0]
+            b = num_samples(x)
             loss = batch_loss(model, loss_fn, x, y)
             grads = torch.autograd.grad(loss, plist, create_graph=True, allow_unused=True)
             grads = [torch.zeros_like(p) if g is None else g for p, g in zip(plist, grads)]

@@ -11,8 +11,10 @@ gradients then follow in closed form, batched over samples:
 
 Parameters of any other layer (and of a handled layer whose gradient the closed form does not
 reproduce, say because its weight is also used outside its forward) are differentiated per
-chunk with `torch.func.vmap`. The closed forms are checked once per call against autograd on a
-few samples; a layer that fails the check moves to the vmap path.
+chunk with `torch.func.vmap`, or, for models whose forward vmap cannot run (transformers'
+attention masks branch on tensor values), with one autograd pass per chunk. The closed forms
+are checked once per call against autograd on a few samples; a layer that fails the check
+moves to the vmap path.
 
 Models whose BatchNorm layers use batch statistics (train mode) mix samples: per-sample
 gradients are undefined there, and chunks of several samples are run one by one, each with its
@@ -27,10 +29,11 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.func import functional_call, grad, vmap
+from torch.func import grad, vmap
 
 from curvprune._core.batches import iter_batches, rechunk
 from curvprune._core.checks import positive_int
+from curvprune._core.inputs import functional_forward, num_samples, split_chunks, take
 from curvprune._core.memory import auto_chunk_size, parse_memory
 from curvprune.curvature.gradient import LossFn, batch_loss
 from curvprune.errors import InvalidArgument
@@ -290,24 +293,58 @@ def _vmap_chunks(model, loss_fn, x, y, names, pieces, square):
     sub = {n: params[n] for n in names}
 
     def chunk_loss(p, xc, yc):
-        out = functional_call(model, {**params, **buffers, **p}, (xc,))
+        out = functional_forward(model, {**params, **buffers, **p}, xc)
         return loss_fn(out, yc)
 
     per_chunk = vmap(grad(chunk_loss), in_dims=(None, 0, 0), randomness="different")
     collected: dict[str, list[Tensor]] = {n: [] for n in names}
     for sl, s in pieces:
-        xs, ys = x[sl], y[sl]
-        c = xs.shape[0] // s
-        xs = xs.reshape(c, s, *xs.shape[1:])
+        xs, ys = take(x, sl.start, sl.stop), y[sl]
+        c = ys.shape[0] // s
+        xs = split_chunks(xs, c, s)
         ys = ys.reshape(c, s, *ys.shape[1:])
         step = max(1, 4096 // max(1, s))
         for i in range(0, c, step):
-            g = per_chunk(sub, xs[i : i + step], ys[i : i + step])
+            g = per_chunk(sub, take(xs, i, i + step), ys[i : i + step])
             for n in names:
                 collected[n].append((g[n] * g[n]).sum(0) if square else g[n])
     if square:
         return {n: torch.stack(v).sum(0) for n, v in collected.items()}
     return {n: torch.cat(v) for n, v in collected.items()}
+
+
+def _loop_chunks(model, loss_fn, x, y, names, pieces, square):
+    """Per-chunk gradients of `names` by one autograd pass per chunk (what vmap cannot run)."""
+    params = dict(model.named_parameters())
+    plist = [params[n] for n in names]
+    collected: dict[str, list[Tensor]] = {n: [] for n in names}
+    for sl, s in pieces:
+        for start in range(sl.start, sl.stop, s):
+            loss = batch_loss(model, loss_fn, take(x, start, start + s), y[start : start + s])
+            grads = torch.autograd.grad(loss, plist, allow_unused=True)
+            for n, p, g in zip(names, plist, grads):
+                g = torch.zeros_like(p) if g is None else g
+                collected[n].append(g * g if square else g)
+    if square:
+        return {n: torch.stack(v).sum(0) for n, v in collected.items()}
+    return {n: torch.stack(v) for n, v in collected.items()}
+
+
+# models whose forward vmap cannot run (data-dependent control flow, .item(), ...): their
+# parameters without a closed form are differentiated chunk by chunk
+_NO_VMAP: weakref.WeakSet = weakref.WeakSet()
+
+
+def _other_chunks(model, loss_fn, x, y, names, pieces, square):
+    """Per-chunk gradients of the parameters without a closed form: vmap, else a loop."""
+    if model not in _NO_VMAP:
+        try:
+            return _vmap_chunks(model, loss_fn, x, y, names, pieces, square)
+        except RuntimeError as err:
+            if "vmap" not in str(err):
+                raise
+            _NO_VMAP.add(model)  # e.g. transformers' attention masks branch on tensor values
+    return _loop_chunks(model, loss_fn, x, y, names, pieces, square)
 
 
 def _backward_for_deltas(loss: Tensor, x: Tensor, params: list[Tensor], retain: bool = False):
@@ -316,13 +353,13 @@ def _backward_for_deltas(loss: Tensor, x: Tensor, params: list[Tensor], retain: 
     With a floating input, differentiating with respect to the input alone computes every
     layer's δ but none of the weight gradients, which the closed forms replace.
     """
-    targets = [x] if x.requires_grad else params
+    targets = [x] if isinstance(x, Tensor) and x.requires_grad else params
     torch.autograd.grad(loss, targets, allow_unused=True, retain_graph=retain)
 
 
-def _input(x: Tensor) -> Tensor:
-    """`x` as a leaf that requires grad when it is floating (see `_backward_for_deltas`)."""
-    return x.detach().requires_grad_(True) if x.is_floating_point() else x
+def _input(x):
+    """`x` as a leaf that requires grad when it is a floating tensor (`_backward_for_deltas`)."""
+    return x.detach().requires_grad_(True) if isinstance(x, Tensor) and x.is_floating_point() else x
 
 
 # model -> {requested names: names that failed verification}; the verdict is a property of the
@@ -343,8 +380,8 @@ def _verify(model, loss_fn, plan, x, y) -> None:
     if key in verdicts:
         plan.demote(verdicts[key])
         return
-    k = min(4, x.shape[0])
-    xs, ys = _input(x[:k]), y[:k]
+    k = min(4, num_samples(x))
+    xs, ys = _input(take(x, 0, k)), y[:k]
     names = list(plan.closed)
     params = dict(model.named_parameters())
     plist = [params[n] for n in names]
@@ -412,7 +449,7 @@ def chunk_gradients(
         if not verified:
             _verify(model, loss_fn, plan, x, y)
             verified = True
-        b = x.shape[0]
+        b = num_samples(x)
         pieces: list[Piece] = []
         if n_full:
             pieces.append((slice(0, n_full * chunk), chunk))
@@ -429,7 +466,7 @@ def chunk_gradients(
             finally:
                 recorder.close()
         if plan.vmapped:
-            result.update(_vmap_chunks(model, loss_fn, x, y, plan.vmapped, pieces, square))
+            result.update(_other_chunks(model, loss_fn, x, y, plan.vmapped, pieces, square))
         yield {n: result[n] for n in names}, _num_chunks(pieces)
 
 
@@ -442,9 +479,10 @@ def _split(stream, model, chunk: int, chunk_size: int | None, budget: int | None
     for x, y in stream:
         if chunk_size is None and budget is not None:
             chunk_size = auto_chunk_size(model, x, budget)
-        step = x.shape[0] if chunk_size is None else max(chunk, chunk_size // chunk * chunk)
-        for i in range(0, x.shape[0], step):
-            yield x[i : i + step], y[i : i + step]
+        n = num_samples(x)
+        step = n if chunk_size is None else max(chunk, chunk_size // chunk * chunk)
+        for i in range(0, n, step):
+            yield take(x, i, i + step), y[i : i + step]
 
 
 def _chunk_loop(model, loss_fn, batches, names, chunk, *, square):
@@ -452,10 +490,11 @@ def _chunk_loop(model, loss_fn, batches, names, chunk, *, square):
     params = dict(model.named_parameters())
     plist = [params[n] for n in names]
     for (x, y), _ in rechunk(batches, chunk):
-        bounds = list(range(0, x.shape[0], chunk))
+        bounds = list(range(0, num_samples(x), chunk))
         grads: list[Mapping[str, Tensor]] = []
         for start in bounds:
-            loss = batch_loss(model, loss_fn, x[start : start + chunk], y[start : start + chunk])
+            xc = take(x, start, start + chunk)
+            loss = batch_loss(model, loss_fn, xc, y[start : start + chunk])
             g = torch.autograd.grad(loss, plist, allow_unused=True)
             grads.append(
                 {n: torch.zeros_like(p) if t is None else t for n, p, t in zip(names, plist, g)}

@@ -181,7 +181,7 @@ def _expected_grads(batches, num_grads: int | None, fisher_batch_size: int) -> i
         return num_grads
     if not isinstance(batches, (list, tuple)):
         return None  # a stream: checked as the gradients arrive
-    samples = distributed.sum_count(sum(len(b[0]) for b in batches))
+    samples = distributed.sum_count(sum(len(b[1]) for b in batches))  # targets: dict inputs
     return -(-samples // fisher_batch_size)
 
 

@@ -75,6 +75,7 @@ class _RunOptions:
     """
 
     model: str = "mlp"
+    pretrained: bool = False
     dataset: str = "digits"
     data_dir: str | None = None
     criterion: str = "magnitude"
@@ -222,7 +223,10 @@ class _RunOptions:
         identity = {
             k: v
             for k, v in self.normalized().to_dict().items()
-            if k not in _NOT_IN_RUN_ID and v is not None
+            if k not in _NOT_IN_RUN_ID
+            and v is not None
+            # left out when off, so that adding the option changed no existing id
+            and not (k == "pretrained" and v is False)
         }
         digest = hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
         return f"{self.criterion}-{self.at}-{self.target()}-seed{self.seed}-{digest}"
@@ -242,6 +246,10 @@ class _RunOptions:
 
         if not self.model.startswith(("torchvision:", "timm:")):  # build_model checks those
             _check_name("--model", self.model, MODELS)
+        _check(
+            not self.pretrained or self.model.startswith(("torchvision:", "timm:")),
+            f"--pretrained loads torchvision:NAME or timm:NAME weights, not --model {self.model}",
+        )
         _check_name("--dataset", self.dataset, DATASETS)
         _check_name("--lr-schedule", self.lr_schedule, LR_SCHEDULES)
         resolve_device(self.device)
@@ -316,8 +324,8 @@ class _RunOptions:
             )
         if self.at == "trained":
             _check(
-                self.checkpoint is not None or self.pretrain_epochs > 0,
-                "--at trained needs --checkpoint FILE or --pretrain-epochs N > 0",
+                self.checkpoint is not None or self.pretrain_epochs > 0 or self.pretrained,
+                "--at trained needs --checkpoint FILE or --pretrain-epochs N > 0 (or --pretrained)",
             )
         if self.at == "gradual":
             self.plan()

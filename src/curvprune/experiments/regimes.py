@@ -25,6 +25,7 @@ from curvprune.experiments import launch
 from curvprune.experiments.config import REGIMES, RunConfig
 from curvprune.experiments.files import atomic_write_text
 from curvprune.experiments.runner import Run, weight_sizes
+from curvprune.pruning.gradual import GradualPruner
 
 __all__ = ["REGIMES", "run_experiment", "train_dense"]
 
@@ -112,16 +113,25 @@ def run_experiment(
         trainer = run.trainer(cfg.epochs)
     else:  # gradual
         dense_accuracy = run.load_or_pretrain()
-        plan = cfg.plan()
-        trainer = run.trainer(plan[-1].epoch + cfg.epochs)
-        reached = 0.0
-        for step in plan:
+        pruner = GradualPruner(
+            run.model,
+            cfg.criterion,
+            lambda t: run.score_batches(),
+            sparsity=cfg.sparsity,
+            initial_sparsity=cfg.initial_sparsity,
+            start=cfg.start_epoch,
+            end=cfg.end_epoch,
+            frequency=cfg.frequency,
+            scope=cfg.scope,
+            iterations=cfg.iterations,
+            prune_fn=run.prune,  # the run's own: progress bars, timings, logs, BN recalibration
+            **cfg.criterion_options(),
+        )
+        trainer = run.trainer(pruner.plan[-1].epoch + cfg.epochs)
+        for step in pruner.plan:
             run.train(trainer, until=step.epoch)
-            # Steps that would not raise sparsity (e.g. s_i = 0 at the start) cost a scoring
-            # pass for nothing, so skip them.
-            if step.sparsity > reached:
-                run.prune(step.sparsity)
-                reached = step.sparsity
+            # Steps that would not raise sparsity (e.g. s_i = 0 at the start) are skipped.
+            pruner.step(step.epoch)
     accuracy_at_prune = run.evaluate("at prune")
     steps_before = trainer.step
     run.train(trainer)

@@ -121,6 +121,7 @@ class Run:
             in_channels=info.in_channels,
             num_classes=info.num_classes,
             image_size=info.image_size,
+            **({"pretrained": True} if cfg.pretrained else {}),
         ).to(self.device)
         self.writer = open_tensorboard(tensorboard) if tensorboard and self.main else None
         self.timings = {"score_s": 0.0, "train_s": 0.0, "pretrain_s": 0.0, "eval_s": 0.0}
@@ -328,7 +329,7 @@ class Run:
             self.model.to(self.device)
         elif cfg.pretrain_epochs > 0:
             self.train(self.trainer(cfg.pretrain_epochs, tag="pretrain"), key="pretrain_s")
-        else:
+        elif not cfg.pretrained:
             return None
         return self.evaluate("dense")
 

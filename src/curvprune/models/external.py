@@ -86,9 +86,14 @@ def resnet50(*, in_channels: int, num_classes: int, image_size: int) -> nn.Modul
 
 
 def torchvision_model(
-    name: str, *, in_channels: int, num_classes: int, image_size: int
+    name: str, *, in_channels: int, num_classes: int, image_size: int, pretrained: bool = False
 ) -> nn.Module:
-    """Any torchvision classification model, untrained, via ``torchvision.models.get_model``."""
+    """Any torchvision classification model via ``torchvision.models.get_model``.
+
+    Untrained, or with ``pretrained=True`` the weights enum's ``DEFAULT`` weights from
+    torchvision's cache (see `curvprune.models.pretrained`), with a new head for another class
+    count and a new first convolution for other than 3 input channels.
+    """
     import torchvision.models
 
     available = torchvision.models.list_models(module=torchvision.models)
@@ -98,12 +103,23 @@ def torchvision_model(
         raise InvalidArgument(
             f"unknown torchvision model {name!r}{hint} (valid: {', '.join(available)})"
         )
-    model = torchvision.models.get_model(name, weights=None, num_classes=num_classes)
+    if pretrained:
+        from curvprune.models.pretrained import torchvision_pretrained
+
+        model = torchvision_pretrained(name, num_classes)
+    else:
+        model = torchvision.models.get_model(name, weights=None, num_classes=num_classes)
     return no_inplace(adapt_first_conv(model, in_channels))
 
 
-def timm_model(name: str, *, in_channels: int, num_classes: int, image_size: int) -> nn.Module:
-    """Any timm model, untrained, via ``timm.create_model`` (timm must be installed)."""
+def timm_model(
+    name: str, *, in_channels: int, num_classes: int, image_size: int, pretrained: bool = False
+) -> nn.Module:
+    """Any timm model via ``timm.create_model`` (timm must be installed).
+
+    ``pretrained=True`` loads timm's pretrained weights (its Hugging Face cache; timm itself
+    replaces the head and adapts the first convolution).
+    """
     try:
         timm = importlib.import_module("timm")
     except ImportError:
@@ -114,5 +130,9 @@ def timm_model(name: str, *, in_channels: int, num_classes: int, image_size: int
         close = difflib.get_close_matches(name, timm.list_models(), n=5)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise InvalidArgument(f"unknown timm model {name!r}{hint} (see timm.list_models())")
+    if pretrained:
+        from curvprune.models.pretrained import timm_pretrained
+
+        return no_inplace(timm_pretrained(timm, name, num_classes, in_channels))
     model = timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_channels)
     return no_inplace(model)

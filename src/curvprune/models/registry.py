@@ -75,6 +75,7 @@ def build_model(
     num_classes: int,
     image_size: int,
     seed: int | None = None,
+    pretrained: bool = False,
 ) -> nn.Module:
     """Build an untrained model by name.
 
@@ -85,12 +86,16 @@ def build_model(
         image_size: Input side length in pixels (from the dataset); picks stems and paddings.
         seed: If given, initialize under ``torch.manual_seed(seed)`` without disturbing the
             global random state; otherwise draw from the global state.
+        pretrained: ``torchvision:NAME`` and ``timm:NAME`` only: load their pretrained weights
+            from their own caches (`curvprune.models.pretrained`); a new head when
+            `num_classes` differs from the weights' classes.
 
     Returns:
         The model in training mode.
 
     Raises:
-        InvalidArgument: Unknown name, bad sizes, or ``timm:`` without timm installed.
+        InvalidArgument: Unknown name, bad sizes, ``timm:`` without timm installed, or
+            pretrained weights that are not available.
     """
     sizes = {
         "in_channels": positive_int("in_channels", in_channels),
@@ -99,10 +104,18 @@ def build_model(
     }
     if not isinstance(name, str):
         raise InvalidArgument(f"model name must be a string, got {name!r}")
+    if not isinstance(pretrained, bool):
+        raise InvalidArgument(f"pretrained must be True or False, got {pretrained!r}")
     if name.startswith("torchvision:"):
-        factory = partial(external.torchvision_model, name.removeprefix("torchvision:"))
+        name = name.removeprefix("torchvision:")
+        factory = partial(external.torchvision_model, name, pretrained=pretrained)
     elif name.startswith("timm:"):
-        factory = partial(external.timm_model, name.removeprefix("timm:"))
+        factory = partial(external.timm_model, name.removeprefix("timm:"), pretrained=pretrained)
+    elif pretrained:
+        raise InvalidArgument(
+            f"pretrained weights are available for torchvision:NAME and timm:NAME models, not "
+            f"{name!r} (e.g. torchvision:resnet18 instead of resnet18)"
+        )
     elif name in MODELS:
         factory = MODELS[name].factory
     else:

@@ -6,13 +6,17 @@
 """
 
 from curvprune.pruning.batchnorm import bn_warmup
+from curvprune.pruning.gradual import GradualPruner
+from curvprune.pruning.interop import importance_scores
 from curvprune.pruning.masks import make_permanent, select_masks, sparsity_report
 from curvprune.pruning.oneshot import SCHEDULES, PruneResult, prune, round_sparsities
 
 __all__ = [
+    "GradualPruner",
     "SCHEDULES",
     "PruneResult",
     "bn_warmup",
+    "importance_scores",
     "make_permanent",
     "prune",
     "round_sparsities",

@@ -9,6 +9,7 @@ from torch import nn
 
 from curvprune._core import distributed
 from curvprune._core.batches import iter_batches
+from curvprune._core.inputs import call_model
 from curvprune.errors import InvalidArgument
 
 
@@ -38,7 +39,7 @@ def bn_warmup(model: nn.Module, batches: Iterable) -> nn.Module:
             m.train()
         with torch.no_grad():
             for x, _ in iter_batches(batches, model):
-                model(x)
+                call_model(model, x)
                 seen += 1
         total = distributed.sum_count(seen)
         if distributed.world_size() > 1 and total:

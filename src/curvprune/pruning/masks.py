@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import prune as torch_prune
 
-from curvprune._core.params import DEFAULT_PRUNABLE_TYPES, PrunableWeight, prunable_weights
+from curvprune._core.params import PrunableWeight, default_prunable_types, prunable_weights
 from curvprune.errors import InvalidArgument
 
 SCOPES = ("global", "layerwise")
@@ -187,7 +187,7 @@ def sparsity_report(model: nn.Module, prunable=None) -> SparsityReport:
 
         def prunable(name: str, module: nn.Module) -> bool:
             attr = name.rpartition(".")[2]
-            default = attr == "weight" and isinstance(module, DEFAULT_PRUNABLE_TYPES)
+            default = attr == "weight" and isinstance(module, default_prunable_types())
             return default or hasattr(module, attr + "_mask")
 
     weights = prunable_weights(model, prunable)

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from curvprune._core.batches import reiterable
 from curvprune._core.checks import positive_int
+from curvprune._core.inputs import accepts_forward
 from curvprune._core.params import Selector, prunable_weights
 from curvprune._core.state import preserved
 from curvprune.criteria.registry import (
@@ -91,6 +92,7 @@ def round_sparsities(
     return steps + [sparsity]
 
 
+@accepts_forward
 def prune(
     model: nn.Module,
     criterion: str,
@@ -131,6 +133,8 @@ def prune(
             δθ = −F⁻¹ Σ_q e_q θ_q / [F⁻¹]_qq; woodtaylor: δθ = F⁻¹s − h), applied within each
             block before masking (default True); False masks only.
         loss_fn: batch-mean loss; None for cross-entropy.
+        forward: ``forward(model, inputs) -> outputs`` for every call of the model (see
+            `curvprune.score`).
         prunable: which weights (see `curvprune.score`).
         iterations: rounds (default: the criterion's, 1 for most, 100 for SynFlow, 49 for
             OBA). WoodFisher and WoodTaylor recompute F⁻¹ and update the weights every round.

@@ -5,6 +5,7 @@ channel importance from the same criteria registry as the unstructured scores.
 
 - `prune_channels` / `prune_to_macs`: a physically smaller copy of the model.
 - `channel_scores`: the per-channel scores that get ranked.
+- `CurvatureImportance`: the same scores as an importance for any Torch-Pruning pruner.
 - `save_pruned` / `load_pruned`: safetensors plus a plain-data architecture, no pickle.
 - `export_onnx`: ONNX file checked with onnxruntime.
 - `count_params_and_macs`, `measure_latency`: what the pruning bought.
@@ -19,6 +20,7 @@ import importlib
 
 #: Public name -> submodule that defines it; imported on first access.
 _LAZY = {
+    "CurvatureImportance": "importance",
     "channel_scores": "prune",
     "Latency": "measure",
     "count_params_and_macs": "measure",

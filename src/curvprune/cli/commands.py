@@ -1,0 +1,222 @@
+"""The ``curvprune`` subcommands: each turns parsed arguments into library calls and prints."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from curvprune.cli.export import run_export
+from curvprune.errors import InvalidArgument
+from curvprune.experiments import launch
+
+__all__ = ["COMMANDS"]
+
+_NOT_RUN_OPTIONS = ("command", "out", "quiet", "tensorboard", "config", "wandb")
+
+
+def _run_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {k: v for k, v in vars(args).items() if k not in _NOT_RUN_OPTIONS}
+
+
+def _log(quiet: bool):
+    return (lambda msg: None) if quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+
+
+def _cmd_list(args: argparse.Namespace) -> None:
+    from curvprune import CRITERIA
+    from curvprune.data import DATASETS
+    from curvprune.experiments.config import REGIMES
+    from curvprune.models import MODELS
+
+    def tags(c: Any) -> str:
+        kinds = (
+            ("data-free", c.data_free),
+            ("structured", c.structured and c.unstructured),
+            ("structured only", not c.unstructured),
+        )
+        flags = [t for t, on in kinds if on]
+        return f" [{', '.join(flags)}]" if flags else ""
+
+    def describe(c: Any) -> str:
+        # The tags say it in one place: drop a description's "(structured only)" and the like.
+        text = c.description
+        for tag in tags(c).strip(" []").split(", "):
+            text = text.replace(f" ({tag})", "") if tag else text
+        return text + tags(c)
+
+    external = {
+        "torchvision:NAME": "any torchvision classification model, e.g. torchvision:resnet18, "
+        "adapted to the dataset's channels and classes",
+        "timm:NAME": "any timm model, e.g. timm:resnet18 (needs: pip install timm)",
+    }
+    sections = {
+        "criteria": {n: describe(c) for n, c in CRITERIA.items()},
+        "models": {**{n: m.description for n, m in MODELS.items()}, **external},
+        "datasets": {n: d.description for n, d in DATASETS.items()},
+        "regimes": REGIMES,
+    }
+    chosen = [args.what] if args.what else list(sections)
+    for title in chosen:
+        entries = sections[title]
+        print(f"{title}:")
+        width = max(map(len, entries), default=0)
+        for name, text in entries.items():
+            print(f"  {name:<{width}}  {text}")
+
+
+def _wandb_logger(args: argparse.Namespace, group: str | None = None):
+    """With ``--wandb PROJECT``: a function logging one result there; else None.
+
+    The wandb package is checked now, before any work.
+    """
+    project = getattr(args, "wandb", None)
+    if project is None:
+        return None
+    from curvprune.experiments.loggers import log_wandb, require_wandb
+
+    module = require_wandb()
+    return lambda result: log_wandb(project, result, group=group, wandb=module)
+
+
+def _cmd_train(args: argparse.Namespace) -> None:
+    from curvprune.experiments.config import RunConfig
+    from curvprune.experiments.regimes import train_dense
+
+    cfg = RunConfig.from_dict(_run_options(args)).validate(pruning=False)
+    to_wandb = _wandb_logger(args)
+    quiet = getattr(args, "quiet", False)
+    with launch.process_group(cfg.device):
+        result = train_dense(
+            cfg,
+            out_dir=args.out,
+            quiet=quiet,
+            tensorboard=getattr(args, "tensorboard", None),
+            log=_log(quiet),
+        )
+        if not launch.is_main():
+            return
+    if to_wandb is not None:
+        to_wandb(result)
+    print(
+        f"{cfg.model} on {cfg.dataset}: test accuracy {result['test_accuracy']:.4f} after "
+        f"{cfg.epochs:g} epochs; wrote {Path(args.out) / 'model.safetensors'}"
+    )
+
+
+def _cmd_prune(args: argparse.Namespace) -> None:
+    from curvprune.experiments.config import RunConfig
+    from curvprune.experiments.regimes import run_experiment
+
+    cfg = RunConfig.from_dict(_run_options(args)).validate()
+    quiet = getattr(args, "quiet", False)
+    out = getattr(args, "out", None)
+    to_wandb = _wandb_logger(args)
+    with launch.process_group(cfg.device):
+        r = run_experiment(
+            cfg,
+            out_dir=out,
+            save_model=out is not None,
+            quiet=quiet,
+            tensorboard=getattr(args, "tensorboard", None),
+            log=_log(quiet),
+        )
+        if not launch.is_main():
+            return
+    if to_wandb is not None:
+        to_wandb(r)
+    wrote = f"; wrote {Path(out) / 'result.json'}" if out else ""
+    if r["structured"]:
+        latency = r["latency_ms"]
+        times = ", ".join(
+            f"batch {b} {latency['dense'][b]:.3g} -> {latency['pruned'][b]:.3g} ms"
+            for b in latency["pruned"]
+        )
+        print(
+            f"{r['label']} at {r['at']}, structured, {cfg.target_text()}: MACs kept "
+            f"{r['macs_kept']:.4f}, parameters kept {r['params_kept']:.4f}; test accuracy "
+            f"{r['test_accuracy']:.4f} (at prune {r['accuracy_at_prune']:.4f}); "
+            f"{r.get('latency_device', 'cpu')} latency "
+            f"{times}{wrote}"
+        )
+    else:
+        print(
+            f"{r['label']} at {r['at']}, sparsity {r['actual_sparsity']:.4f}: test accuracy "
+            f"{r['test_accuracy']:.4f} (at prune {r['accuracy_at_prune']:.4f}); "
+            f"collapsed layers: {', '.join(r['collapsed_layers']) or 'none'}{wrote}"
+        )
+    if out is None and not quiet:
+        print(json.dumps({k: r[k] for k in ("layer_density", "timings")}))
+
+
+def _cmd_sweep(args: argparse.Namespace) -> None:
+    from curvprune.experiments.report import build_report
+    from curvprune.experiments.sweep import GRID_ALIASES, expand_grid, load_sweep_file, run_sweep
+
+    spec: dict[str, Any] = {}
+    if getattr(args, "config", None):
+        spec.update(load_sweep_file(args.config))
+    cli = vars(args)
+    for plural, singular in GRID_ALIASES.items():
+        # A flag on the command line replaces the file's value, singular or plural.
+        if plural in cli or singular in cli:
+            spec.pop(plural, None)
+            spec.pop(singular, None)
+    spec.update({k: v for k, v in cli.items() if k not in _NOT_RUN_OPTIONS})
+    out = cli.get("out", spec.get("out"))
+    if out is None:
+        raise InvalidArgument("sweep needs --out DIR (or out: DIR in the --config file)")
+    quiet = bool(cli.get("quiet", spec.get("quiet", False)))
+    configs = expand_grid(spec)
+    for cfg in configs:
+        cfg.validate(strict=False)
+    to_wandb = _wandb_logger(args, group=str(out))
+    with launch.process_group(_one_device(configs)):
+        counts = run_sweep(
+            configs,
+            out,
+            quiet=quiet,
+            log=_log(quiet),
+            tensorboard=cli.get("tensorboard"),
+            on_result=to_wandb,
+        )
+        if not launch.is_main():
+            return
+    summary = build_report(out)
+    print(summary, end="")
+    print(
+        f"\n{counts['total']} runs: {counts['done']} run now, {counts['skipped']} already "
+        f"finished, {counts['recovered']} recovered; results in {Path(out) / 'results.csv'}"
+    )
+
+
+def _one_device(configs: Sequence[Any]) -> str:
+    """The device of a sweep's runs; under torchrun they must share one process group."""
+    from curvprune.experiments.launch import resolve_device
+
+    kinds = {resolve_device(c.device).type for c in configs}
+    if len(kinds) > 1 and launch.torchrun_env() is not None:
+        raise InvalidArgument(
+            f"a sweep under torchrun runs on one kind of device, got {', '.join(sorted(kinds))}"
+        )
+    return configs[0].device if configs else "auto"
+
+
+def _cmd_report(args: argparse.Namespace) -> None:
+    from curvprune.experiments.report import build_report
+
+    print(build_report(args.dir, format=args.format), end="")
+
+
+#: Subcommand name -> the function that runs it.
+COMMANDS = {
+    "list": _cmd_list,
+    "train": _cmd_train,
+    "prune": _cmd_prune,
+    "sweep": _cmd_sweep,
+    "report": _cmd_report,
+    "export": run_export,
+}
