@@ -20,7 +20,8 @@ from curvprune.errors import CheckpointError, OutputError
 __all__ = [
     "check_checkpoint_file",
     "load_checkpoint",
-    "load_state", "read_checkpoint",
+    "load_state",
+    "read_checkpoint",
     "save_checkpoint",
     "save_tensors",
 ]

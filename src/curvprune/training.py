@@ -352,8 +352,10 @@ class Trainer:
         for key, value in tensors.items():
             name, _, field = key.rpartition(".")
             if name not in by_name:
-                raise InvalidArgument(f"the checkpoint's optimizer state names {name!r}, "
-                                      "which the model does not have")
+                raise InvalidArgument(
+                    f"the checkpoint's optimizer state names {name!r}, "
+                    "which the model does not have"
+                )
             param = by_name[name]
             self.optimizer.state[param][field] = value.to(param.device)
         self.step = int(info["step"])
