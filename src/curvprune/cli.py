@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from curvprune import _cli_support as support
 from curvprune._version import __version__
 from curvprune.errors import CurvpruneError, InvalidArgument
 from curvprune.experiments import launch
@@ -79,6 +80,7 @@ def _add_run_options(p: argparse.ArgumentParser, *, pruning: bool) -> None:
         action="store_false",
         help="turn off training-set augmentation",
     )
+    support.add_workers_option(g)
     g = p.add_argument_group("training")
     g.add_argument(
         "--epochs",
@@ -299,12 +301,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_run_options(p, pruning=False)
     _add_output_options(p, out_required=True)
+    support.add_checkpoint_options(p, sweep=False)
 
     p = sub.add_parser(
         "prune", help="one pruning run; writes result.json (and model.safetensors)", **suppress
     )
     _add_run_options(p, pruning=True)
     _add_output_options(p, out_required=False)
+    support.add_checkpoint_options(p, sweep=False)
 
     p = sub.add_parser(
         "sweep", help="run a grid; resumable; writes results.csv, summary, plots", **suppress
@@ -328,6 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_run_options(p, pruning=True)
     _add_output_options(p, out_required=False)
+    support.add_checkpoint_options(p, sweep=True)
+    support.add_sweep_control_options(p)
 
     p = sub.add_parser("report", help="rebuild summary.md and the plots from DIR/results.csv")
     p.add_argument("dir", help="a sweep's output directory")
@@ -342,15 +348,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_NOT_RUN_OPTIONS = ("command", "out", "quiet", "tensorboard", "config", "wandb")
+_NOT_RUN_OPTIONS = ("command", "out", "quiet", "tensorboard", "config", "wandb", "verbose")
+#: Flags that say how to run, checkpoint or resume, not what a run computes.
+_CONTROL = ("save_every", "resume", "keep_checkpoints", "dry_run", "shard", "max_runs")
 
 
 def _run_options(args: argparse.Namespace) -> dict[str, Any]:
-    return {k: v for k, v in vars(args).items() if k not in _NOT_RUN_OPTIONS}
-
-
-def _log(quiet: bool):
-    return (lambda msg: None) if quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    return {k: v for k, v in vars(args).items() if k not in _NOT_RUN_OPTIONS + _CONTROL}
 
 
 def _cmd_list(args: argparse.Namespace) -> None:
@@ -416,13 +420,14 @@ def _cmd_train(args: argparse.Namespace) -> None:
     cfg = RunConfig.from_dict(_run_options(args)).validate(pruning=False)
     to_wandb = _wandb_logger(args)
     quiet = getattr(args, "quiet", False)
-    with launch.process_group(cfg.device):
+    with support.logging_for(args, args.out), launch.process_group(cfg.device):
         result = train_dense(
             cfg,
             out_dir=args.out,
             quiet=quiet,
             tensorboard=getattr(args, "tensorboard", None),
-            log=_log(quiet),
+            log=support.logger.info,
+            **support.checkpointing(args),
         )
         if not launch.is_main():
             return
@@ -442,14 +447,15 @@ def _cmd_prune(args: argparse.Namespace) -> None:
     quiet = getattr(args, "quiet", False)
     out = getattr(args, "out", None)
     to_wandb = _wandb_logger(args)
-    with launch.process_group(cfg.device):
+    with support.logging_for(args, out), launch.process_group(cfg.device):
         r = run_experiment(
             cfg,
             out_dir=out,
             save_model=out is not None,
             quiet=quiet,
             tensorboard=getattr(args, "tensorboard", None),
-            log=_log(quiet),
+            log=support.logger.info,
+            **support.checkpointing(args),
         )
         if not launch.is_main():
             return
@@ -480,44 +486,50 @@ def _cmd_prune(args: argparse.Namespace) -> None:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> None:
+    from curvprune.experiments import sweep
     from curvprune.experiments.report import build_report
-    from curvprune.experiments.sweep import GRID_ALIASES, expand_grid, load_sweep_file, run_sweep
 
     spec: dict[str, Any] = {}
     if getattr(args, "config", None):
-        spec.update(load_sweep_file(args.config))
+        spec.update(sweep.load_sweep_file(args.config))
     cli = vars(args)
-    for plural, singular in GRID_ALIASES.items():
+    for plural, singular in sweep.GRID_ALIASES.items():
         # A flag on the command line replaces the file's value, singular or plural.
         if plural in cli or singular in cli:
             spec.pop(plural, None)
             spec.pop(singular, None)
-    spec.update({k: v for k, v in cli.items() if k not in _NOT_RUN_OPTIONS})
+    spec.update({k: v for k, v in cli.items() if k not in _NOT_RUN_OPTIONS + _CONTROL})
     out = cli.get("out", spec.get("out"))
     if out is None:
         raise InvalidArgument("sweep needs --out DIR (or out: DIR in the --config file)")
     quiet = bool(cli.get("quiet", spec.get("quiet", False)))
-    configs = expand_grid(spec)
+    size, axes = sweep.grid_size(spec)
+    if launch.env_rank() == 0 and (not quiet or cli.get("dry_run")):
+        print(f"grid: {size} runs ({axes})", file=sys.stderr)
+    configs = sweep.expand_grid(spec, max_runs=cli.get("max_runs", sweep.MAX_RUNS))
+    if "shard" in cli:
+        configs = sweep.shard(configs, *cli["shard"])
     for cfg in configs:
         cfg.validate(strict=False)
+    if cli.get("dry_run"):
+        for run_id, state in sweep.plan_sweep(configs, out):
+            print(f"{run_id}  {state}")
+        return
     to_wandb = _wandb_logger(args, group=str(out))
-    with launch.process_group(_one_device(configs)):
-        counts = run_sweep(
+    with support.logging_for(args, out), launch.process_group(_one_device(configs)):
+        counts = sweep.run_sweep(
             configs,
             out,
             quiet=quiet,
-            log=_log(quiet),
+            log=support.logger.info,
             tensorboard=cli.get("tensorboard"),
             on_result=to_wandb,
+            **support.checkpointing(args, sweep=True),
         )
         if not launch.is_main():
             return
-    summary = build_report(out)
-    print(summary, end="")
-    print(
-        f"\n{counts['total']} runs: {counts['done']} run now, {counts['skipped']} already "
-        f"finished, {counts['recovered']} recovered; results in {Path(out) / 'results.csv'}"
-    )
+    print(build_report(out), end="")
+    print(support.sweep_counts(counts, out))
 
 
 def _one_device(configs: Sequence[Any]) -> str:
@@ -562,6 +574,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns:
         0 on success, 2 on any user error (after one line on stderr), 130 on Ctrl-C.
     """
+    support.safe_console()
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
