@@ -17,6 +17,7 @@ from typing import Any
 from curvprune.experiments import launch
 
 __all__ = [
+    "CONTROL_FLAGS",
     "LOG_NAME",
     "add_checkpoint_options",
     "add_sweep_control_options",
@@ -24,10 +25,14 @@ __all__ = [
     "add_workers_option",
     "logging_for",
     "logging_to",
+    "print_plan",
     "safe_console",
     "sweep_counts",
+    "sweep_runs",
 ]
 
+#: Flags that say how to run, checkpoint or resume, not what a run computes.
+CONTROL_FLAGS = ("save_every", "resume", "keep_checkpoints", "dry_run", "shard", "max_runs")
 #: The log file that ``train``, ``prune`` and ``sweep`` write into ``--out``.
 LOG_NAME = "run.log"
 
@@ -122,6 +127,8 @@ def add_checkpoint_options(p: argparse.ArgumentParser, *, sweep: bool) -> None:
         action="store_true",
         help=f"more log lines on stderr (every line goes to --out/{LOG_NAME} anyway)",
     )
+    if sweep:
+        add_sweep_control_options(p)
 
 
 def add_workers_option(g: argparse._ArgumentGroup) -> None:
@@ -205,3 +212,27 @@ def sweep_counts(counts: Mapping[str, int], out: str | os.PathLike) -> str:
         f"finished, {counts['recovered']} recovered{others}; results in "
         f"{Path(out) / 'results.csv'}"
     )
+
+
+def sweep_runs(spec: Mapping[str, Any], cli: Mapping[str, Any], *, quiet: bool) -> list:
+    """The runs of a sweep's grid: counted (and printed) first, limited, sharded, validated."""
+    from curvprune.experiments import sweep
+
+    size, axes = sweep.grid_size(spec)
+    if launch.env_rank() == 0 and (not quiet or cli.get("dry_run")):
+        print(f"grid: {size} runs ({axes})", file=sys.stderr)
+    configs = sweep.expand_grid(spec, max_runs=cli.get("max_runs", sweep.MAX_RUNS))
+    if "shard" in cli:
+        configs = sweep.shard(configs, *cli["shard"])
+    for cfg in configs:
+        cfg.validate(strict=False)
+    return configs
+
+
+def print_plan(configs: list, out: str | os.PathLike) -> None:
+    """``--dry-run``: one line per run, its id and state, on stdout."""
+    from curvprune.experiments import sweep
+
+    if launch.env_rank() == 0:
+        for run_id, state in sweep.plan_sweep(configs, out):
+            print(f"{run_id}  {state}")

@@ -332,8 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_run_options(p, pruning=True)
     _add_output_options(p, out_required=False)
-    support.add_checkpoint_options(p, sweep=True)
-    support.add_sweep_control_options(p)
+    support.add_checkpoint_options(p, sweep=True)  # and --dry-run, --shard, --max-runs
 
     p = sub.add_parser("report", help="rebuild summary.md and the plots from DIR/results.csv")
     p.add_argument("dir", help="a sweep's output directory")
@@ -349,12 +348,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 _NOT_RUN_OPTIONS = ("command", "out", "quiet", "tensorboard", "config", "wandb", "verbose")
-#: Flags that say how to run, checkpoint or resume, not what a run computes.
-_CONTROL = ("save_every", "resume", "keep_checkpoints", "dry_run", "shard", "max_runs")
 
 
 def _run_options(args: argparse.Namespace) -> dict[str, Any]:
-    return {k: v for k, v in vars(args).items() if k not in _NOT_RUN_OPTIONS + _CONTROL}
+    return {
+        k: v for k, v in vars(args).items() if k not in _NOT_RUN_OPTIONS + support.CONTROL_FLAGS
+    }
 
 
 def _cmd_list(args: argparse.Namespace) -> None:
@@ -498,23 +497,14 @@ def _cmd_sweep(args: argparse.Namespace) -> None:
         if plural in cli or singular in cli:
             spec.pop(plural, None)
             spec.pop(singular, None)
-    spec.update({k: v for k, v in cli.items() if k not in _NOT_RUN_OPTIONS + _CONTROL})
+    spec.update({k: v for k, v in cli.items() if k not in _NOT_RUN_OPTIONS + support.CONTROL_FLAGS})
     out = cli.get("out", spec.get("out"))
     if out is None:
         raise InvalidArgument("sweep needs --out DIR (or out: DIR in the --config file)")
     quiet = bool(cli.get("quiet", spec.get("quiet", False)))
-    size, axes = sweep.grid_size(spec)
-    if launch.env_rank() == 0 and (not quiet or cli.get("dry_run")):
-        print(f"grid: {size} runs ({axes})", file=sys.stderr)
-    configs = sweep.expand_grid(spec, max_runs=cli.get("max_runs", sweep.MAX_RUNS))
-    if "shard" in cli:
-        configs = sweep.shard(configs, *cli["shard"])
-    for cfg in configs:
-        cfg.validate(strict=False)
+    configs = support.sweep_runs(spec, cli, quiet=quiet)
     if cli.get("dry_run"):
-        for run_id, state in sweep.plan_sweep(configs, out):
-            print(f"{run_id}  {state}")
-        return
+        return support.print_plan(configs, out)
     to_wandb = _wandb_logger(args, group=str(out))
     with support.logging_for(args, out), launch.process_group(_one_device(configs)):
         counts = sweep.run_sweep(
