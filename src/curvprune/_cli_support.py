@@ -99,8 +99,12 @@ _epochs.__name__ = "integer >= 0"
 
 
 def add_checkpoint_options(p: argparse.ArgumentParser, *, sweep: bool) -> None:
-    """``--save-every``, ``--keep-checkpoints`` and (single runs) ``--resume``."""
-    g = p.add_argument_group("checkpoints and resuming (docs/robustness.md)")
+    """The long-run flags: ``--workers``, ``--save-every``, ``--keep-checkpoints``, ``-v``.
+
+    Single runs add ``--resume``; sweeps add `add_sweep_control_options`.
+    """
+    g = p.add_argument_group("long runs: checkpoints, resuming, workers (docs/robustness.md)")
+    add_workers_option(g)
     where = "each run's runs/<id>/" if sweep else "--out"
     g.add_argument(
         "--save-every",

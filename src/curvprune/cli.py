@@ -80,7 +80,6 @@ def _add_run_options(p: argparse.ArgumentParser, *, pruning: bool) -> None:
         action="store_false",
         help="turn off training-set augmentation",
     )
-    support.add_workers_option(g)
     g = p.add_argument_group("training")
     g.add_argument(
         "--epochs",
