@@ -159,7 +159,7 @@ def test_sweep_resumes_an_interrupted_run_from_its_checkpoint(tmp_path, interrup
 def test_cli_resume_after_sigkill(tmp_path):
     """A real kill: SIGKILL once the first checkpoint exists, then the same command + --resume."""
     argv = [
-        sys.executable, "-m", "curvprune", "prune", "--epochs", "12", "--batch-size", "16",
+        sys.executable, "-m", "curvprune", "prune", "--epochs", "5", "--batch-size", "16",
         "--threads", "1", "--device", "cpu", "--quiet", "--seed", "7",
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
