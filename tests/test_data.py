@@ -589,3 +589,16 @@ def test_a_data_dir_that_does_not_exist_is_an_error_not_a_fallback(tmp_path):
 
     with pytest.raises(DataError, match="does not exist"):
         files.find_files("fashion-mnist", tmp_path / "typo")
+
+
+def test_stream_workers_persist_across_epochs_and_leave_the_global_rng_alone(tmp_path):
+    make_tinyimagenet(tmp_path)
+    data = load_data("tinyimagenet", tmp_path, batch_size=4, seed=3, num_workers=2)
+    reference = load_data("tinyimagenet", tmp_path, batch_size=4, seed=3, num_workers=0)
+    state = torch.get_rng_state()
+    for _ in range(2):  # two epochs, one DataLoader and one set of worker processes
+        batches = [x for x, _ in data.train]
+        expected = [x for x, _ in reference.train]
+        assert all(torch.equal(a, b) for a, b in zip(batches, expected, strict=True))
+    assert data.train._loader is not None and data.train._loader.persistent_workers
+    assert torch.equal(state, torch.get_rng_state())

@@ -65,12 +65,12 @@ def _worker(rank, world, ports, tmp):
     """One rank of ``torchrun --nproc-per-node 2 -m curvprune prune ...``, instrumented."""
     os.environ.update(_torchrun_env(rank, world, ports[0]))
     torch.set_num_threads(1)
-    import curvprune.experiments.regimes as experiment
+    import curvprune.experiments.files as files
     import curvprune.experiments.report as report
     import curvprune.experiments.sweep as sweep
     import curvprune.pruning.masks as masks
 
-    real_report, real_write = masks.sparsity_report, experiment.atomic_write_text
+    real_report, real_write = masks.sparsity_report, files.atomic_write_text
 
     def report_after_training(model, *args, **kwargs):
         # Called once every rank has trained: compare what each rank holds, over the group.
@@ -92,7 +92,7 @@ def _worker(rank, world, ports, tmp):
         real_write(path, text)
 
     masks.sparsity_report = report_after_training
-    for module in (experiment, sweep, report):  # each imported the function by name
+    for module in (files, sweep, report):  # each imported the function by name
         module.atomic_write_text = recording_write
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -153,6 +153,7 @@ def test_two_gloo_ranks_train_with_identical_masks_and_rank0_writes(tmp_path):
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [
         "model.safetensors",
         "result.json",
+        "run.log",
     ]
     result = json.loads((tmp_path / "run" / "result.json").read_text())
     assert result["world_size"] == 2 and result["backend"] == "gloo"

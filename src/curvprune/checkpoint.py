@@ -15,9 +15,18 @@ import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-from curvprune.errors import CheckpointError
+from curvprune.errors import CheckpointError, OutputError
 
-__all__ = ["fold_masks", "load_checkpoint", "read_checkpoint", "register_masks", "save_checkpoint"]
+__all__ = [
+    "check_checkpoint_file",
+    "fold_masks",
+    "load_checkpoint",
+    "load_state",
+    "read_checkpoint",
+    "register_masks",
+    "save_checkpoint",
+    "save_tensors",
+]
 
 _MASK_SUFFIX = "_mask"
 _PT_SUFFIXES = (".pt", ".pth")
@@ -33,18 +42,50 @@ def save_checkpoint(
         path: Target file, conventionally ``model.safetensors``.
         metadata: String pairs stored in the header, e.g. ``{"model": "mlp"}``; `load_checkpoint`
             checks them against what the caller expects.
+
+    Raises:
+        OutputError: If the file cannot be written (read-only folder, full disk); no temporary
+            file is left behind.
     """
+    save_tensors(model.state_dict(), path, metadata=metadata)
+
+
+def save_tensors(
+    tensors: dict[str, torch.Tensor],
+    path: str | os.PathLike,
+    *,
+    metadata: dict[str, str] | None = None,
+) -> None:
+    """Write named tensors as safetensors, atomically, with the umask's file mode.
+
+    Raises:
+        OutputError: If the file cannot be written; the temporary file is removed.
+    """
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     # clone() breaks storage sharing, which safetensors refuses to write.
-    state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
     for key in _mask_keys(state):  # pruning masks as bool: a quarter of float32's bytes
         state[key] = state[key].bool()
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    save_file(state, str(tmp), metadata={k: str(v) for k, v in (metadata or {}).items()})
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file(state, str(tmp), metadata={k: str(v) for k, v in (metadata or {}).items()})
+        # safetensors creates its files with mode 0600; give it the mode open() would.
+        os.chmod(tmp, _umask_mode())
+        os.replace(tmp, path)
+    except (OSError, SafetensorError) as err:
+        tmp.unlink(missing_ok=True)
+        reason = getattr(err, "strerror", None) or str(err).strip().splitlines()[0][:200]
+        raise OutputError(f"cannot write {path}: {reason}") from err
+
+
+def _umask_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -57,11 +98,42 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
         CheckpointError: If the file is missing, unreadable, not a flat dict of tensors, or of
             an unknown format.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path} (looked in {path.resolve().parent})")
+    path = check_checkpoint_file(Path(path))
     if path.suffix in _PT_SUFFIXES:
-        return _read_pt(path), {}
+        state, metadata = _read_pt(path), {}
+    else:
+        state, metadata = _read_safetensors(path)
+    for key, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(
+                f"checkpoint {path} holds NaN or infinite values in {key}: it was saved from a "
+                "diverged run"
+            )
+    return state, metadata
+
+
+def check_checkpoint_file(path: str | os.PathLike) -> Path:
+    """``path`` if it is an existing file; else a `CheckpointError` that says what it is.
+
+    Raises:
+        CheckpointError: Not found, a directory, a broken symlink or a symlink loop.
+    """
+    path = Path(path)
+    try:
+        path.resolve(strict=False)
+        exists, is_dir = path.exists(), path.is_dir()
+    except (OSError, RuntimeError):  # Python 3.11 raises RuntimeError on a symlink loop
+        raise CheckpointError(f"checkpoint {path} is a symlink loop") from None
+    if is_dir:
+        raise CheckpointError(f"checkpoint {path} is a directory, not a file")
+    if not exists:
+        if path.is_symlink():
+            raise CheckpointError(f"checkpoint {path} is a broken symlink (or a symlink loop)")
+        raise CheckpointError(f"checkpoint not found: {path} (looked in {path.resolve().parent})")
+    return path
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     if path.suffix != ".safetensors":
         raise CheckpointError(
             f"unsupported checkpoint format {path.suffix or '(none)'!r} for {path}; "
@@ -127,11 +199,33 @@ def load_checkpoint(
         have = metadata.get(key)
         if have is not None and have != str(want):
             raise CheckpointError(f"checkpoint {path} is for {key} {have!r}, not {want!r}")
-    _apply_masks(model, state, path)
-    _check_keys(model, state, path)
+    load_state(model, state, path)
+    return metadata
+
+
+def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: os.PathLike) -> None:
+    """Load a state dict read from ``source`` into ``model``, re-applying its pruning masks.
+
+    Raises:
+        CheckpointError: Keys, shapes or dtypes that do not match the model (an integer or
+            bool tensor for a float parameter is refused, not cast).
+    """
+    _apply_masks(model, state, source)
+    _check_keys(model, state, source)
+    _check_dtypes(model, state, source)
     # The masks registered above are buffers in the state dict, so this overwrites them too.
     model.load_state_dict(state, strict=True)
-    return metadata
+
+
+def _check_dtypes(model: nn.Module, state: dict[str, torch.Tensor], path: os.PathLike) -> None:
+    for name, param in model.named_parameters():
+        saved = state.get(name)
+        if param.is_floating_point() and saved is not None and not saved.is_floating_point():
+            raise CheckpointError(
+                f"checkpoint {path} stores {name} as {str(saved.dtype).removeprefix('torch.')}, "
+                f"but the parameter is {str(param.dtype).removeprefix('torch.')}; refusing to "
+                "cast it"
+            )
 
 
 def _mask_keys(state: dict[str, torch.Tensor]) -> list[str]:

@@ -24,3 +24,11 @@ class DataError(CurvpruneError, FileNotFoundError):
 
 class CheckpointError(CurvpruneError, ValueError):
     """A checkpoint that is missing, corrupt, unsafe or does not match the model."""
+
+
+class Diverged(CurvpruneError, FloatingPointError):
+    """Training produced a non-finite loss or weights; the message names the epoch and rate."""
+
+
+class OutputError(CurvpruneError, OSError):
+    """An output path that cannot be written, or that would overwrite one of the run's inputs."""

@@ -24,7 +24,7 @@ from torch import nn
 
 from curvprune._core import distributed
 from curvprune._core.state import modes_kept
-from curvprune.errors import InvalidArgument
+from curvprune.errors import Diverged, InvalidArgument
 
 __all__ = [
     "LR_SCHEDULES",
@@ -172,6 +172,13 @@ class Trainer:
         tag: Prefix of the TensorBoard scalars (``"pretrain"`` keeps two phases apart).
         autocast: Run forward passes under `torch.autocast` in this dtype (bf16 on a GPU);
             the loss is taken in float32 and no gradient scaling is needed for bf16.
+
+    Attributes:
+        on_epoch_end: Called as ``on_epoch_end(trainer)`` after the last step of every whole
+            epoch (e.g. to write a resumable checkpoint, see `state_dict`); None by default.
+
+    A non-finite training loss stops training with `Diverged`, naming the epoch and the
+    learning rate.
     """
 
     def __init__(
@@ -222,6 +229,7 @@ class Trainer:
         self.step = 0
         self._epoch = 0
         self._iter: Iterator | None = None
+        self.on_epoch_end: Any = None
 
     @property
     def epoch(self) -> float:
@@ -271,16 +279,24 @@ class Trainer:
             with _autocast(self.device, self.autocast):
                 logits = self.model(x)
             loss = nn.functional.cross_entropy(logits.float(), y)
+            value = loss.item()
+            if not math.isfinite(value):
+                raise Diverged(
+                    f"training diverged: the loss is {value} at epoch {self.epoch:.4g} (step "
+                    f"{self.step + 1}) with learning rate {lr:g} (peak {self.lr:g}); lower --lr"
+                )
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
-            loss_sum += loss.item() * y.numel()
+            loss_sum += value * y.numel()
             correct += (logits.argmax(dim=1) == y).sum().item()
             seen += y.numel()
             self.step += 1
             if self.writer is not None:
-                self.writer.add_scalar(f"{self.tag}/loss", loss.item(), self.step)
+                self.writer.add_scalar(f"{self.tag}/loss", value, self.step)
                 self.writer.add_scalar(f"{self.tag}/lr", lr, self.step)
+            if self.on_epoch_end is not None and self.step % self.steps_per_epoch == 0:
+                self.on_epoch_end(self)
         if seen == 0:
             return {"loss": 0.0, "accuracy": 0.0, "steps": 0, "samples": 0}
         return {
@@ -293,3 +309,56 @@ class Trainer:
     def train_all(self) -> dict[str, float]:
         """Train to the end of the budget."""
         return self.train_until(self.total_steps / self.steps_per_epoch)
+
+    def state_dict(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+        """The training progress at an epoch boundary, to resume bit-identically.
+
+        Returns:
+            ``(info, tensors)``: JSON-ready ``{"tag", "step", "total_steps"}`` and the
+            optimizer's per-parameter state as ``{"<param name>.<key>": tensor}``, keyed by
+            ``named_parameters()`` names (not by position: pruning re-registers weights as
+            ``weight_orig``, which changes their position in ``parameters()``).
+
+        Raises:
+            InvalidArgument: Between epoch boundaries, where the data order has no checkpoint.
+        """
+        if self.step % self.steps_per_epoch:
+            raise InvalidArgument(
+                f"a Trainer resumes from epoch boundaries only, not step {self.step} of "
+                f"{self.steps_per_epoch} per epoch"
+            )
+        names = {id(p): n for n, p in self.model.named_parameters()}
+        tensors = {}
+        for param, state in self.optimizer.state.items():
+            for key, value in state.items():
+                if isinstance(value, torch.Tensor):
+                    tensors[f"{names[id(param)]}.{key}"] = value
+        info = {"tag": self.tag, "step": self.step, "total_steps": self.total_steps}
+        return info, tensors
+
+    def load_state_dict(self, info: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
+        """Continue from `state_dict`'s output: step, data epoch and optimizer state.
+
+        Raises:
+            InvalidArgument: If the saved budget or parameters differ from this trainer's.
+        """
+        if info["total_steps"] != self.total_steps:
+            raise InvalidArgument(
+                f"the checkpoint's {self.tag} budget is {info['total_steps']} steps, this "
+                f"run's {self.total_steps}: not the same run"
+            )
+        by_name = dict(self.model.named_parameters())
+        self.optimizer.state.clear()
+        for key, value in tensors.items():
+            name, _, field = key.rpartition(".")
+            if name not in by_name:
+                raise InvalidArgument(
+                    f"the checkpoint's optimizer state names {name!r}, "
+                    "which the model does not have"
+                )
+            param = by_name[name]
+            self.optimizer.state[param][field] = value.to(param.device)
+        self.step = int(info["step"])
+        # At an epoch boundary the next batch starts epoch step / steps_per_epoch afresh.
+        self._epoch = self.step // self.steps_per_epoch
+        self._iter = None

@@ -19,6 +19,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
+from curvprune.cli import support
 from curvprune.cli.commands import COMMANDS
 from curvprune.cli.parser import build_parser
 from curvprune.errors import CurvpruneError
@@ -42,6 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns:
         0 on success, 2 on any user error (after one line on stderr), 130 on Ctrl-C.
     """
+    support.safe_console()
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

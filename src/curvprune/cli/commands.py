@@ -4,26 +4,66 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from curvprune.cli import support
 from curvprune.cli.export import run_export
 from curvprune.errors import InvalidArgument
 from curvprune.experiments import launch
 
 __all__ = ["COMMANDS"]
 
-_NOT_RUN_OPTIONS = ("command", "out", "quiet", "tensorboard", "config", "wandb")
+_NOT_RUN_OPTIONS = (
+    "command",
+    "out",
+    "quiet",
+    "tensorboard",
+    "config",
+    "wandb",
+    "verbose",
+    "print_config",
+)
 
 
 def _run_options(args: argparse.Namespace) -> dict[str, Any]:
-    return {k: v for k, v in vars(args).items() if k not in _NOT_RUN_OPTIONS}
+    skip = _NOT_RUN_OPTIONS + support.CONTROL_FLAGS
+    return {k: v for k, v in vars(args).items() if k not in skip}
 
 
-def _log(quiet: bool):
-    return (lambda msg: None) if quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+def _run_config(args: argparse.Namespace, *, pruning: bool) -> Any:
+    """The run's `RunConfig`: defaults < ``--config FILE.yaml`` < flags, validated once."""
+    from curvprune.experiments.config import TUPLE_OPTIONS, RunConfig
+    from curvprune.experiments.sweep import load_sweep_file
+
+    spec: dict[str, Any] = {}
+    if getattr(args, "config", None):
+        spec = load_sweep_file(args.config)
+        for key in ("out", "quiet"):  # where and how to write, as in a sweep file
+            if key in spec and not hasattr(args, key):
+                setattr(args, key, spec[key])
+            spec.pop(key, None)
+        grid = [
+            k
+            for k, v in spec.items()
+            if isinstance(v, list)
+            and (k not in TUPLE_OPTIONS or any(isinstance(x, list) for x in v))
+        ]
+        if grid:
+            raise InvalidArgument(
+                f"{args.config}: {', '.join(grid)} is a list, which makes a grid of runs; run "
+                "the file with `curvprune sweep`, or give one value"
+            )
+    spec.update(_run_options(args))
+    return RunConfig.from_dict(spec).validate(pruning=pruning)
+
+
+def _print_config(cfg: Any) -> None:
+    """The resolved configuration as YAML that ``--config`` reads back."""
+    import yaml
+
+    print(yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True), end="")
 
 
 def _cmd_list(args: argparse.Namespace) -> None:
@@ -83,19 +123,23 @@ def _wandb_logger(args: argparse.Namespace, group: str | None = None):
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
-    from curvprune.experiments.config import RunConfig
     from curvprune.experiments.regimes import train_dense
 
-    cfg = RunConfig.from_dict(_run_options(args)).validate(pruning=False)
+    cfg = _run_config(args, pruning=False)
+    if getattr(args, "print_config", False):
+        return _print_config(cfg)
+    if getattr(args, "out", None) is None:
+        raise InvalidArgument("train needs --out DIR (or out: DIR in the --config file)")
     to_wandb = _wandb_logger(args)
     quiet = getattr(args, "quiet", False)
-    with launch.process_group(cfg.device):
+    with support.logging_for(args, args.out), launch.process_group(cfg.device):
         result = train_dense(
             cfg,
             out_dir=args.out,
             quiet=quiet,
             tensorboard=getattr(args, "tensorboard", None),
-            log=_log(quiet),
+            log=support.logger.info,
+            **support.checkpointing(args),
         )
         if not launch.is_main():
             return
@@ -108,21 +152,23 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 
 def _cmd_prune(args: argparse.Namespace) -> None:
-    from curvprune.experiments.config import RunConfig
     from curvprune.experiments.regimes import run_experiment
 
-    cfg = RunConfig.from_dict(_run_options(args)).validate()
+    cfg = _run_config(args, pruning=True)
+    if getattr(args, "print_config", False):
+        return _print_config(cfg)
     quiet = getattr(args, "quiet", False)
     out = getattr(args, "out", None)
     to_wandb = _wandb_logger(args)
-    with launch.process_group(cfg.device):
+    with support.logging_for(args, out), launch.process_group(cfg.device):
         r = run_experiment(
             cfg,
             out_dir=out,
             save_model=out is not None,
             quiet=quiet,
             tensorboard=getattr(args, "tensorboard", None),
-            log=_log(quiet),
+            log=support.logger.info,
+            **support.checkpointing(args),
         )
         if not launch.is_main():
             return
@@ -153,44 +199,47 @@ def _cmd_prune(args: argparse.Namespace) -> None:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> None:
+    from curvprune.experiments import sweep
     from curvprune.experiments.report import build_report
-    from curvprune.experiments.sweep import GRID_ALIASES, expand_grid, load_sweep_file, run_sweep
 
     spec: dict[str, Any] = {}
     if getattr(args, "config", None):
-        spec.update(load_sweep_file(args.config))
+        spec.update(sweep.load_sweep_file(args.config))
     cli = vars(args)
-    for plural, singular in GRID_ALIASES.items():
+    for plural, singular in sweep.GRID_ALIASES.items():
         # A flag on the command line replaces the file's value, singular or plural.
         if plural in cli or singular in cli:
             spec.pop(plural, None)
             spec.pop(singular, None)
-    spec.update({k: v for k, v in cli.items() if k not in _NOT_RUN_OPTIONS})
+    spec.update({k: v for k, v in cli.items() if k not in _NOT_RUN_OPTIONS + support.CONTROL_FLAGS})
     out = cli.get("out", spec.get("out"))
+    quiet = bool(cli.get("quiet", spec.get("quiet", False)))
+    if cli.get("print_config"):
+        import yaml
+
+        print(yaml.safe_dump(spec, sort_keys=False, allow_unicode=True), end="")
+        print(f"# {len(sweep.expand_grid(spec))} runs")
+        return
     if out is None:
         raise InvalidArgument("sweep needs --out DIR (or out: DIR in the --config file)")
-    quiet = bool(cli.get("quiet", spec.get("quiet", False)))
-    configs = expand_grid(spec)
-    for cfg in configs:
-        cfg.validate(strict=False)
+    configs = support.sweep_runs(spec, cli, quiet=quiet)
+    if cli.get("dry_run"):
+        return support.print_plan(configs, out)
     to_wandb = _wandb_logger(args, group=str(out))
-    with launch.process_group(_one_device(configs)):
-        counts = run_sweep(
+    with support.logging_for(args, out), launch.process_group(_one_device(configs)):
+        counts = sweep.run_sweep(
             configs,
             out,
             quiet=quiet,
-            log=_log(quiet),
+            log=support.logger.info,
             tensorboard=cli.get("tensorboard"),
             on_result=to_wandb,
+            **support.checkpointing(args, sweep=True),
         )
         if not launch.is_main():
             return
-    summary = build_report(out)
-    print(summary, end="")
-    print(
-        f"\n{counts['total']} runs: {counts['done']} run now, {counts['skipped']} already "
-        f"finished, {counts['recovered']} recovered; results in {Path(out) / 'results.csv'}"
-    )
+    print(build_report(out), end="")
+    print(support.sweep_counts(counts, out))
 
 
 def _one_device(configs: Sequence[Any]) -> str:

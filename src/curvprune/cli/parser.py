@@ -12,6 +12,7 @@ import argparse
 from typing import Any
 
 from curvprune._version import __version__
+from curvprune.cli import support
 from curvprune.cli.export import add_export_parser
 from curvprune.experiments import launch
 
@@ -256,9 +257,16 @@ def _device(text: str) -> str:
     )
 
 
-def _add_output_options(p: argparse.ArgumentParser, *, out_required: bool) -> None:
+def _add_output_options(p: argparse.ArgumentParser, *, config: bool) -> None:
     g = p.add_argument_group("output")
-    g.add_argument("--out", required=out_required, help="output directory")
+    if config:  # sweep declares --config with its grid flags
+        g.add_argument("--config", help="YAML file with the flags' names as keys (one value each)")
+    g.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the resolved configuration (defaults < --config < flags) as YAML and exit",
+    )
+    g.add_argument("--out", help="output directory")
     g.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
     g.add_argument(
         "--tensorboard",
@@ -309,13 +317,15 @@ def build_parser() -> argparse.ArgumentParser:
         "train", help="train a dense model; writes model.safetensors, result.json", **suppress
     )
     _add_run_options(p, pruning=False)
-    _add_output_options(p, out_required=True)
+    _add_output_options(p, config=True)
+    support.add_checkpoint_options(p, sweep=False)
 
     p = sub.add_parser(
         "prune", help="one pruning run; writes result.json (and model.safetensors)", **suppress
     )
     _add_run_options(p, pruning=True)
-    _add_output_options(p, out_required=False)
+    _add_output_options(p, config=True)
+    support.add_checkpoint_options(p, sweep=False)
 
     p = sub.add_parser(
         "sweep", help="run a grid; resumable; writes results.csv, summary, plots", **suppress
@@ -338,7 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated kept fractions of MACs (with --structured)",
     )
     _add_run_options(p, pruning=True)
-    _add_output_options(p, out_required=False)
+    _add_output_options(p, config=False)
+    support.add_checkpoint_options(p, sweep=True)  # and --dry-run, --shard, --max-runs
 
     p = sub.add_parser("report", help="rebuild summary.md and the plots from DIR/results.csv")
     p.add_argument("dir", help="a sweep's output directory")

@@ -300,11 +300,28 @@ class SeededSampleDataset(Dataset):
             return self.transform(image), label
 
 
+class _EpochKeys:
+    """A sampler whose keys the loader replaces each epoch (workers stay alive meanwhile)."""
+
+    def __init__(self) -> None:
+        self.keys: list[tuple[int, int]] = []
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return iter(self.keys)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
 class StreamLoader(_EpochOrder):
     """Re-iterable batches from a `SeededSampleDataset` through a `torch.utils.data.DataLoader`.
 
     Same epoch, shuffling and sharding rules as `TensorLoader`; images are decoded and augmented
-    in ``num_workers`` worker processes.
+    in ``num_workers`` worker processes, started once and kept across epochs (one
+    `DataLoader` with persistent workers whose sampler is given each epoch's keys), with pinned
+    memory when CUDA is available. The DataLoader draws its worker seeds from its own
+    generator, not torch's global one, so the number of workers and when they start change
+    neither the augmentation (seeded per sample) nor the global random stream.
 
     Args:
         dataset: The samples and their transform.
@@ -331,6 +348,8 @@ class StreamLoader(_EpochOrder):
     ) -> None:
         self.dataset = dataset
         self.num_workers = check_int("num_workers", num_workers, 0)
+        self._keys = _EpochKeys()
+        self._loader: DataLoader | None = None
         self._init_order(
             len(dataset),
             batch_size=batch_size,
@@ -344,16 +363,19 @@ class StreamLoader(_EpochOrder):
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         epoch = self._next_epoch()
         base = derive_seed(self.seed, STREAM_AUGMENT, epoch, self.rank)
-        keys = [(int(i), base) for i in self.epoch_indices(epoch)]
-        loader = DataLoader(
-            self.dataset,
-            batch_size=self.batch_size,
-            sampler=keys,
-            num_workers=self.num_workers,
-            drop_last=self.drop_last,
-            pin_memory=torch.cuda.is_available(),
-        )
-        yield from loader
+        self._keys.keys = [(int(i), base) for i in self.epoch_indices(epoch)]
+        if self._loader is None:
+            self._loader = DataLoader(
+                self.dataset,
+                batch_size=self.batch_size,
+                sampler=self._keys,
+                num_workers=self.num_workers,
+                persistent_workers=self.num_workers > 0,
+                drop_last=self.drop_last,
+                pin_memory=torch.cuda.is_available(),
+                generator=torch.Generator().manual_seed(self.seed % 2**63),
+            )
+        yield from self._loader
 
     def eval_shard(self, rank: int, world_size: int) -> StreamLoader:
         """Samples ``rank, rank + K, ...`` in stored order: an exact partition of the data."""

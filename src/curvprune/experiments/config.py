@@ -13,11 +13,11 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, make_dataclass
-from pathlib import Path
 from typing import Any
 
+from curvprune.checkpoint import check_checkpoint_file
 from curvprune.criteria.options import OPTIONS
-from curvprune.errors import CheckpointError, InvalidArgument
+from curvprune.errors import InvalidArgument
 from curvprune.experiments.launch import resolve_device
 from curvprune.pruning.masks import check_scope, check_sparsity
 from curvprune.pruning.oneshot import check_schedule
@@ -60,7 +60,9 @@ _STRUCTURED_TARGETS = ("channel_sparsity", "macs_target")
 MAX_LAYER_SPARSITY = 0.95
 
 #: Fields that say where or how a run executes, not what it computes.
-_NOT_IN_RUN_ID = ("data_dir", "device", "download", "threads", *_MEMORY_OPTIONS)
+_NOT_IN_RUN_ID = ("data_dir", "device", "download", "threads", "workers", *_MEMORY_OPTIONS)
+#: Seeds that every generator takes: torch.manual_seed accepts [0, 2**64 - 1].
+MAX_SEED = 2**64 - 1
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,7 @@ class _RunOptions:
     schedule: str | None = None
     exclude: tuple[str, ...] | None = None
     score_per_class: int | None = None
+    workers: int = 0
 
     @classmethod
     def keys(cls) -> list[str]:
@@ -276,7 +279,8 @@ class _RunOptions:
         _check(math.isfinite(self.lr) and self.lr > 0, f"--lr must be > 0, got {self.lr}")
         _check(0 <= self.momentum < 1, f"--momentum must be in [0, 1), got {self.momentum}")
         _check(0 < self.gamma <= 1, f"--gamma must be in (0, 1], got {self.gamma}")
-        _check(self.seed >= 0, f"--seed must be >= 0, got {self.seed}")
+        _check(0 <= self.seed <= MAX_SEED, f"--seed must be in [0, 2**64 - 1], got {self.seed}")
+        _check(self.workers >= 0, f"--workers must be >= 0, got {self.workers}")
         _check(
             self.threads is None or self.threads > 0, f"--threads must be > 0, got {self.threads}"
         )
@@ -316,12 +320,8 @@ class _RunOptions:
         )
         if strict:
             self._check_applicable()
-        needs_file = self.at in ("trained", "gradual") and self.checkpoint is not None
-        if needs_file and not Path(self.checkpoint).is_file():
-            raise CheckpointError(
-                f"checkpoint not found: {self.checkpoint} "
-                f"(looked in {Path(self.checkpoint).resolve().parent})"
-            )
+        if self.at in ("trained", "gradual") and self.checkpoint is not None:
+            check_checkpoint_file(self.checkpoint)
         if self.at == "trained":
             _check(
                 self.checkpoint is not None or self.pretrain_epochs > 0 or self.pretrained,

@@ -7,8 +7,8 @@ command). Both return a JSON-ready dict and, given ``out_dir``, write ``out_dir/
 
 from __future__ import annotations
 
+import contextlib
 import functools
-import json
 import os
 import time
 from collections.abc import Callable
@@ -21,9 +21,11 @@ from curvprune._core.params import Excluding
 from curvprune._core.state import modes_kept
 from curvprune._version import __version__
 from curvprune.checkpoint import save_checkpoint
+from curvprune.errors import Diverged
 from curvprune.experiments import launch
 from curvprune.experiments.config import REGIMES, RunConfig
-from curvprune.experiments.files import atomic_write_text
+from curvprune.experiments.files import atomic_write_json, check_out_dir, refuse_overwrite
+from curvprune.experiments.resume import Checkpointer
 from curvprune.experiments.runner import Run, weight_sizes
 from curvprune.pruning.gradual import GradualPruner
 
@@ -54,6 +56,9 @@ def run_experiment(
     tensorboard: str | None = None,
     log: Callable[[str], None] | None = None,
     strict: bool = True,
+    save_every: int = 1,
+    resume: bool = False,
+    keep_checkpoints: bool = False,
 ) -> dict[str, Any]:
     """Run one pruning experiment and return its result dict.
 
@@ -83,33 +88,94 @@ def run_experiment(
         save_model: Also save the pruned, trained model.
         quiet: No progress bars and no log lines.
         tensorboard: Log directory for TensorBoard scalars, or None.
-        log: Where progress lines go (default: stderr unless ``quiet``).
+        log: Where progress lines go (default: the ``curvprune`` logger unless ``quiet``).
         strict: Reject options that the regime or criterion would ignore.
+        save_every: With ``out_dir``, write a resumable checkpoint every this many epochs
+            (`curvprune.experiments.resume`); 0 never.
+        resume: Continue from ``out_dir``'s checkpoint if there is one.
+        keep_checkpoints: Keep the checkpoint after the run finishes.
+
+    Raises:
+        Diverged: A non-finite training loss (naming the epoch and learning rate).
     """
+    cfg = cfg.validate(strict=strict)
+    _check_outputs(cfg, out_dir, save_model)
+    wall = time.perf_counter()
+    checkpoints = _checkpointer(cfg, out_dir, save_every, resume, keep_checkpoints)
+    with _finished_or_diverged(checkpoints):
+        run = Run(cfg, quiet=quiet, tensorboard=tensorboard, log=log, checkpoints=checkpoints)
+        run.check_score_split()
+        result = _run_regime(cfg, run, wall)
+        _write(run, out_dir, result, save_model=save_model)
+    _log_hparams(run, tensorboard, result)
+    return result
+
+
+def _checkpointer(
+    cfg: RunConfig, out_dir: Any, save_every: int, resume: bool, keep: bool
+) -> Checkpointer:
+    return Checkpointer(
+        out_dir,
+        run_id=cfg.run_id(),
+        save_every=save_every,
+        resume=resume,
+        keep=keep,
+        enabled=launch.is_main(),
+    )
+
+
+@contextlib.contextmanager
+def _finished_or_diverged(checkpoints: Checkpointer):
+    """Remove the run's checkpoint when it finishes or diverges; keep it on anything else."""
+    try:
+        yield
+    except Diverged:
+        checkpoints.finish()
+        raise
+    checkpoints.finish()
+
+
+def _check_outputs(cfg: RunConfig, out_dir: Any, save_model: bool) -> None:
+    """Before any work: ``out_dir`` is writable and no output overwrites an input."""
+    if out_dir is None or not launch.is_main():
+        return
+    out = check_out_dir(out_dir)
+    outputs = [out / "result.json", out / "run-checkpoint.safetensors"]
+    if save_model:
+        outputs.append(out / "model.safetensors")
+    refuse_overwrite([("--checkpoint", cfg.checkpoint), ("--data-dir", cfg.data_dir)], outputs)
+
+
+def _run_regime(cfg: RunConfig, run: Run, wall: float) -> dict[str, Any]:
+    """Prune and train in ``cfg.at``'s regime, resuming where ``run.progress`` says."""
     from curvprune.pruning.masks import sparsity_report
     from curvprune.structured.measure import effective_macs
 
-    cfg = cfg.validate(strict=strict)
-    wall = time.perf_counter()
-    run = Run(cfg, quiet=quiet, tensorboard=tensorboard, log=log)
-    run.check_score_split()
+    progress = run.progress
     run.log(
         f"run {cfg.run_id()}: {cfg.model} on {cfg.dataset}, {cfg.label()} at {cfg.at}, "
         f"{cfg.target_text()}, seed {cfg.seed}, device {run.device}"
     )
+    # Each step runs once: a resumed run skips what its checkpoint's progress says is done.
     dense_accuracy = None
     if cfg.at == "init":
-        if cfg.bn_warmup:
-            run.bn_warmup()
-        run.prune_to_target()
+        if not progress.get("pruned"):
+            if cfg.bn_warmup:
+                run.bn_warmup()
+            run.prune_to_target()
+            progress["pruned"] = True
         trainer = run.trainer(cfg.epochs)
     elif cfg.at == "early":
         trainer = run.trainer(cfg.prune_after + cfg.epochs)
         run.train(trainer, until=cfg.prune_after)
-        run.prune(cfg.sparsity)
+        if not progress.get("pruned"):
+            run.prune(cfg.sparsity)
+            progress["pruned"] = True
     elif cfg.at == "trained":
         dense_accuracy = run.load_or_pretrain()
-        run.prune_to_target()
+        if not progress.get("pruned"):
+            run.prune_to_target()
+            progress["pruned"] = True
         trainer = run.trainer(cfg.epochs)
     else:  # gradual
         dense_accuracy = run.load_or_pretrain()
@@ -127,16 +193,25 @@ def run_experiment(
             prune_fn=run.prune,  # the run's own: progress bars, timings, logs, BN recalibration
             **cfg.criterion_options(),
         )
+        pruner.reached = progress.get("reached", 0.0)  # a resumed run skips the steps done
         trainer = run.trainer(pruner.plan[-1].epoch + cfg.epochs)
         for step in pruner.plan:
             run.train(trainer, until=step.epoch)
             # Steps that would not raise sparsity (e.g. s_i = 0 at the start) are skipped.
-            pruner.step(step.epoch)
-    accuracy_at_prune = run.evaluate("at prune")
-    steps_before = trainer.step
+            if pruner.step(step.epoch):
+                progress["reached"] = pruner.reached
+    if "accuracy_at_prune" not in progress:
+        progress["accuracy_at_prune"] = run.evaluate("at prune")
+        progress["loss_at_prune"] = run.last_loss
+        progress["step_at_prune"] = trainer.step
+    accuracy_at_prune = progress["accuracy_at_prune"]
     run.train(trainer)
     # With --epochs 0 the model is unchanged since the last evaluation: don't evaluate twice.
-    test_accuracy = run.evaluate("final") if trainer.step > steps_before else accuracy_at_prune
+    if trainer.step > progress["step_at_prune"]:
+        test_accuracy = run.evaluate("final")
+    else:
+        test_accuracy, run.last_loss = accuracy_at_prune, progress["loss_at_prune"]
+    _check_finite(run.model, trainer)
     launch.check_same_on_all_ranks(run.model)
     if cfg.structured:
         kept = weight_sizes(run.model)
@@ -191,18 +266,32 @@ def run_experiment(
         f"  done: test accuracy {test_accuracy:.4f} at sparsity {actual:.4f} "
         f"(score {run.timings['score_s']:.2f} s, train {run.timings['train_s']:.2f} s)"
     )
-    if out_dir is not None and run.main:
-        if save_model and cfg.structured:
-            _save_structured(run, Path(out_dir) / "model.safetensors")
-        elif save_model:
-            save_checkpoint(
-                run.model,
-                Path(out_dir) / "model.safetensors",
-                metadata=_checkpoint_metadata(cfg, run),
-            )
-        atomic_write_text(Path(out_dir) / "result.json", json.dumps(result, indent=2) + "\n")
-    _log_hparams(run, tensorboard, result)
     return result
+
+
+def _write(run: Run, out_dir: Any, result: dict[str, Any], *, save_model: bool) -> None:
+    """``result.json`` (strict JSON) and, with ``save_model``, ``model.safetensors``."""
+    if out_dir is None or not run.main:
+        return
+    if save_model and run.cfg.structured:
+        _save_structured(run, Path(out_dir) / "model.safetensors")
+    elif save_model:
+        save_checkpoint(
+            run.model,
+            Path(out_dir) / "model.safetensors",
+            metadata=_checkpoint_metadata(run.cfg, run),
+        )
+    atomic_write_json(Path(out_dir) / "result.json", result)
+
+
+def _check_finite(model: torch.nn.Module, trainer: Any) -> None:
+    """A model with NaN or infinite weights is never reported or saved."""
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise Diverged(
+                f"training diverged: {name} holds NaN or infinite values after epoch "
+                f"{trainer.epoch:.4g} with peak learning rate {trainer.lr:g}; lower --lr"
+            )
 
 
 def _log_hparams(run: Run, tensorboard: str | None, result: dict[str, Any]) -> None:
@@ -236,21 +325,44 @@ def train_dense(
     quiet: bool = False,
     tensorboard: str | None = None,
     log: Callable[[str], None] | None = None,
+    save_every: int = 1,
+    resume: bool = False,
+    keep_checkpoints: bool = False,
 ) -> dict[str, Any]:
     """Train ``cfg.model`` densely for ``cfg.epochs``.
 
     Writes ``model.safetensors`` and ``result.json`` to ``out_dir`` if given; the checkpoint
-    feeds ``--at trained``.
+    feeds ``--at trained``. ``save_every``, ``resume`` and ``keep_checkpoints`` are those of
+    `run_experiment`.
     """
     cfg = cfg.validate(pruning=False)
+    _check_outputs(cfg, out_dir, True)
+    checkpoints = _checkpointer(cfg, out_dir, save_every, resume, keep_checkpoints)
+    with _finished_or_diverged(checkpoints):
+        result, run = _train_dense(cfg, quiet, tensorboard, log, checkpoints)
+        if out_dir is not None and run.main:
+            save_checkpoint(
+                run.model,
+                Path(out_dir) / "model.safetensors",
+                metadata=_checkpoint_metadata(cfg, run),
+            )
+            atomic_write_json(Path(out_dir) / "result.json", result)
+    _log_hparams(run, tensorboard, result)
+    return result
+
+
+def _train_dense(
+    cfg: RunConfig, quiet: bool, tensorboard: Any, log: Any, checkpoints: Checkpointer
+) -> tuple[dict[str, Any], Run]:
     wall = time.perf_counter()
-    run = Run(cfg, quiet=quiet, tensorboard=tensorboard, log=log)
+    run = Run(cfg, quiet=quiet, tensorboard=tensorboard, log=log, checkpoints=checkpoints)
     run.log(
         f"train {cfg.model} on {cfg.dataset} for {cfg.epochs:g} epochs, seed {cfg.seed}, "
         f"device {run.device}"
     )
     trainer = run.trainer(cfg.epochs)
     run.train(trainer)
+    _check_finite(run.model, trainer)
     accuracy = run.evaluate("final")
     run.timings["total_s"] = time.perf_counter() - wall
     if run.writer is not None:
@@ -268,13 +380,7 @@ def train_dense(
         "versions": {"curvprune": __version__, "torch": torch.__version__},
         "config": cfg.to_dict(),
     }
-    if out_dir is not None and run.main:
-        save_checkpoint(
-            run.model, Path(out_dir) / "model.safetensors", metadata=_checkpoint_metadata(cfg, run)
-        )
-        atomic_write_text(Path(out_dir) / "result.json", json.dumps(result, indent=2) + "\n")
-    _log_hparams(run, tensorboard, result)
-    return result
+    return result, run
 
 
 def _checkpoint_metadata(cfg: RunConfig, run: Run) -> dict[str, str]:

@@ -36,6 +36,21 @@ def _float(value: str | None) -> float:
         return math.nan
 
 
+def _diverged(row: Mapping[str, str]) -> bool:
+    """A run stopped by a non-finite training loss (its accuracy is empty, not a number)."""
+    return row.get("status") == "diverged"
+
+
+def _accuracy_cell(runs: Sequence[Mapping[str, str]], text: str) -> str:
+    """``text`` (the mean, or empty), saying how many of ``runs`` diverged."""
+    diverged = sum(map(_diverged, runs))
+    if not diverged:
+        return text or "–"
+    if not text:
+        return "diverged" if diverged == len(runs) else f"diverged ({diverged}/{len(runs)})"
+    return f"{text} ({diverged} diverged)"
+
+
 def _setting_columns(rows: Sequence[Mapping[str, str]]) -> list[str]:
     return ["label"] + [c for c in SETTING_COLUMNS if len({r.get(c, "") for r in rows}) > 1]
 
@@ -126,13 +141,14 @@ def summary_markdown(rows: Sequence[Mapping[str, str]]) -> str:
         cells = []
         for t in targets:
             mean, std = stats[key][t]
+            runs = groups[key].get(t, [])
             if math.isnan(mean):
-                cells.append("–")
+                cells.append(_accuracy_cell(runs, ""))
                 continue
-            n = len(groups[key][t])
+            n = sum(not _diverged(r) for r in runs)
             text = f"{100 * mean:.2f}" + (f" ± {100 * std:.2f}" if len(seeds) > 1 else "")
             text += f" (n={n})" if n != len(seeds) else ""
-            cells.append(f"**{text}**" if mean >= best[t] - 1e-12 else text)
+            cells.append(_accuracy_cell(runs, f"**{text}**" if mean >= best[t] - 1e-12 else text))
         lines.append("| " + " | ".join(key) + " | " + " | ".join(cells) + " |")
 
     structured = [t for t in targets if t[0] > 0]
@@ -163,7 +179,8 @@ def summary_markdown(rows: Sequence[Mapping[str, str]]) -> str:
 
     lines += [
         "",
-        "Layer collapse: runs with at least one prunable tensor fully pruned / runs.",
+        "Layer collapse: runs with at least one prunable tensor fully pruned / runs "
+        "(n/a: results.csv does not say).",
         "",
         header,
         rule,
@@ -171,9 +188,14 @@ def summary_markdown(rows: Sequence[Mapping[str, str]]) -> str:
     for key, by_t in groups.items():
         cells = []
         for t in targets:
-            runs = by_t.get(t, [])
-            collapsed = sum(_float(r.get("num_collapsed")) > 0 for r in runs)
-            cells.append(f"{collapsed}/{len(runs)}" if runs else "–")
+            runs = [r for r in by_t.get(t, []) if not _diverged(r)]
+            known = [_float(r.get("num_collapsed")) for r in runs]
+            known = [k for k in known if not math.isnan(k)]
+            collapsed = sum(k > 0 for k in known)
+            unknown = f" ({len(runs) - len(known)} n/a)" if 0 < len(known) < len(runs) else ""
+            cells.append(
+                "–" if not runs else "n/a" if not known else f"{collapsed}/{len(known)}{unknown}"
+            )
         lines.append("| " + " | ".join(key) + " | " + " | ".join(cells) + " |")
 
     lines += [
@@ -188,6 +210,10 @@ def summary_markdown(rows: Sequence[Mapping[str, str]]) -> str:
         score, _ = _mean_std([_float(r.get("score_s")) for r in runs])
         train, _ = _mean_std([_float(r.get("train_s")) for r in runs])
         lines.append("| " + " | ".join(key) + f" | {score:.2f} | {train:.2f} |")
+    diverged = [r for r in rows if _diverged(r)]
+    if diverged:
+        lines += ["", "Diverged runs (non-finite training loss; no accuracy):", ""]
+        lines += [f"- {r['run_id']}: {r.get('error', '')}" for r in diverged]
     return "\n".join(lines) + "\n"
 
 
@@ -230,9 +256,7 @@ def build_report(
     if not csv_path.is_file():
         raise DataError(f"no results.csv in {out_dir}: run `curvprune sweep --out {out_dir}` first")
     rows = read_results(out_dir)
-    needed = {"label", "sparsity", "test_accuracy"}
-    if rows and not needed <= set(rows[0]):
-        raise DataError(f"{csv_path} lacks the columns {', '.join(sorted(needed - set(rows[0])))}")
+    _check_columns(rows, csv_path)
     summary = summary_markdown(rows)
     atomic_write_text(out_dir / "summary.md", summary)
     text = {
@@ -244,6 +268,7 @@ def build_report(
         atomic_write_text(out_dir / REPORT_FORMATS[format], text)
     if not plots:
         return text
+    rows = [r for r in rows if not _diverged(r)]  # no accuracy to draw
     unstructured = [r for r in rows if not _structured(r)]
     if unstructured:
         report_plots.plot_accuracy(unstructured, out_dir / "accuracy_vs_sparsity.png", rows)
@@ -252,3 +277,21 @@ def build_report(
     if with_macs:
         report_plots.plot_accuracy_vs_macs(with_macs, out_dir / "accuracy_vs_macs.png", rows)
     return text
+
+
+#: Columns every table needs: without ``seed``, runs of different seeds would be merged.
+_NEEDED_COLUMNS = ("label", "sparsity", "test_accuracy", "seed")
+
+
+def _check_columns(rows: Sequence[Mapping[str, str]], csv_path: Path) -> None:
+    """Refuse a table that lacks what every table uses, rather than filling it in."""
+    if not rows:
+        return
+    missing = [c for c in _NEEDED_COLUMNS if c not in rows[0]]
+    if missing:
+        raise DataError(f"{csv_path} lacks the column(s) {', '.join(missing)}")
+    unseeded = sum(r.get("seed", "") == "" for r in rows)
+    if unseeded:
+        raise DataError(
+            f"{csv_path}: {unseeded} row(s) have no seed, so their seeds cannot be told apart"
+        )

@@ -139,7 +139,9 @@ def latex_table(rows: Sequence[Mapping[str, str]], metric: str = "test_accuracy"
         for t in targets:
             mean, std = stats[key][t]
             if math.isnan(mean):
-                cells.append("--")
+                runs = groups[key].get(t, [])
+                diverged = runs and all(r.get("status") == "diverged" for r in runs)
+                cells.append("diverged" if diverged else "--")
                 continue
             text = f"{100 * mean:.2f}" + (f" $\\pm$ {100 * std:.2f}" if len(seeds) > 1 else "")
             cells.append(r"\textbf{" + text + "}" if mean >= best[t] - 1e-12 else text)

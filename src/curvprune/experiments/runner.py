@@ -9,7 +9,7 @@ executed.
 from __future__ import annotations
 
 import dataclasses
-import sys
+import logging
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -74,7 +74,13 @@ class Run:
     """
 
     def __init__(
-        self, cfg: RunConfig, *, quiet: bool, tensorboard: str | None, log: Callable | None
+        self,
+        cfg: RunConfig,
+        *,
+        quiet: bool,
+        tensorboard: str | None,
+        log: Callable | None,
+        checkpoints: Any = None,
     ) -> None:
         from curvprune.data import load_data
         from curvprune.models import build_model
@@ -86,7 +92,7 @@ class Run:
         if not self.main:
             self.log = lambda msg: None
         else:
-            self.log = log or ((lambda msg: None) if quiet else _stderr)
+            self.log = log or ((lambda msg: None) if quiet else _logger.info)
         _check(
             cfg.batch_size % self.world == 0,
             f"--batch-size {cfg.batch_size} is the global batch and must be a multiple of the "
@@ -110,6 +116,7 @@ class Run:
             download=cfg.download,
             train_limit=cfg.train_limit,
             val_split=cfg.val_split,
+            num_workers=cfg.workers,
             rank=self.rank,
             world_size=self.world,
         )
@@ -127,6 +134,12 @@ class Run:
         self.timings = {"score_s": 0.0, "train_s": 0.0, "pretrain_s": 0.0, "eval_s": 0.0}
         self._score_batches: list | None = None
         self._wrapped: tuple[torch.nn.Module, torch.nn.Module] | None = None
+        #: What the regime has done so far (JSON-ready), saved in checkpoints for resuming.
+        self.progress: dict[str, Any] = {}
+        #: A `curvprune.experiments.resume.Checkpointer`, or None: no checkpoints.
+        self.checkpoints = checkpoints
+        if checkpoints is not None:
+            checkpoints.restore_run(self)
 
     def training_model(self) -> torch.nn.Module:
         """The model as the training loop sees it: DDP-wrapped (once per model) with ranks."""
@@ -137,7 +150,7 @@ class Run:
     def trainer(self, epochs: float, tag: str = "train") -> Trainer:
         """A `Trainer` over this run's data with the run's optimizer options."""
         cfg = self.cfg
-        return Trainer(
+        trainer = Trainer(
             self.training_model(),
             self.data.train,
             epochs=epochs,
@@ -153,6 +166,9 @@ class Run:
             tag=tag,
             autocast=self.autocast,
         )
+        if self.checkpoints is not None:
+            self.checkpoints.attach(self, trainer)
+        return trainer
 
     def train(self, trainer: Trainer, until: float | None = None, key: str = "train_s") -> None:
         """Train to epoch `until` (default: the end), timed under ``timings[key]``."""
@@ -311,6 +327,7 @@ class Run:
             )
         self.timings["measure_s"] = time.perf_counter() - start
         self.model = result.model.train(was_training)
+        self.progress["structured_pruned"] = True
         self.cost = result.to_dict()
         self.cost["latency_ms"] = launch.broadcast_object(self.cost["latency_ms"])
         self.cost["speedup"] = launch.broadcast_object(self.cost["speedup"])
@@ -322,7 +339,16 @@ class Run:
             self.bn_warmup()
 
     def load_or_pretrain(self) -> float | None:
-        """Start from ``--checkpoint`` or ``--pretrain-epochs``; return the dense accuracy."""
+        """Start from ``--checkpoint`` or ``--pretrain-epochs``; return the dense accuracy.
+
+        Done once: a resumed run past this step returns the accuracy it measured.
+        """
+        if "dense_accuracy" in self.progress:
+            return self.progress["dense_accuracy"]
+        self.progress["dense_accuracy"] = self._load_or_pretrain()
+        return self.progress["dense_accuracy"]
+
+    def _load_or_pretrain(self) -> float | None:
         cfg = self.cfg
         if cfg.checkpoint is not None:
             load_checkpoint(self.model, cfg.checkpoint, expect={"model": cfg.model})
@@ -361,5 +387,4 @@ def _over_ranks(stats: Mapping[str, float]) -> tuple[float, float]:
     return loss_sum / max(seen, 1), correct / max(seen, 1)
 
 
-def _stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+_logger = logging.getLogger("curvprune")
