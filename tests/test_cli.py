@@ -181,3 +181,39 @@ def test_every_criterion_option_has_a_cli_flag_from_its_declaration():
             else:
                 assert action.type is opt.type and action.choices == opt.choices
     assert set(OPTIONS) <= set(RunConfig.keys())  # and the run configuration has a field each
+
+
+def test_prune_reads_a_config_file_flags_override_and_print_config_round_trips(tmp_path, capsys):
+    import yaml
+
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("criterion: snip\nsparsity: 0.8\nepochs: 0\nexclude: ['5.*']\nseed: 3\n")
+    code, out, err = run(capsys, "prune", "--config", cfg, "--sparsity", 0.7, "--print-config")
+    assert code == 0, err
+    resolved = yaml.safe_load(out)
+    assert resolved["criterion"] == "snip" and resolved["sparsity"] == 0.7  # flag > file
+    assert resolved["exclude"] == ["5.*"] and resolved["seed"] == 3 and resolved["epochs"] == 0
+    again = tmp_path / "again.yaml"
+    again.write_text(out)
+    code, out2, _ = run(capsys, "prune", "--config", again, "--print-config")
+    assert code == 0 and yaml.safe_load(out2) == resolved
+    code, out, err = run(capsys, "prune", "--config", again, *FAST, "--out", tmp_path / "r")
+    assert code == 0, err
+    result = json.loads((tmp_path / "r" / "result.json").read_text())
+    assert result["criterion"] == "snip" and result["sparsity"] == 0.7
+    assert set(result["layer_density"]) == {"1.weight", "3.weight"}
+
+
+def test_a_list_in_a_single_run_config_is_refused_with_a_pointer_to_sweep(tmp_path, capsys):
+    cfg = tmp_path / "grid.yaml"
+    cfg.write_text("criteria: [snip, fts]\n")
+    code, _, err = run(capsys, "prune", "--config", cfg, "--print-config")
+    assert code == 2 and "curvprune sweep" in err
+
+
+def test_sweep_print_config_shows_the_merged_spec_and_the_run_count(tmp_path, capsys):
+    cfg = tmp_path / "grid.yaml"
+    cfg.write_text("criteria: [snip, fts]\nsparsities: [0.5, 0.9]\nseeds: [0, 1]\n")
+    code, out, err = run(capsys, "sweep", "--config", cfg, "--seeds", "4", "--print-config")
+    assert code == 0, err
+    assert "# 4 runs" in out and "seeds:" in out
