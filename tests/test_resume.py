@@ -180,3 +180,21 @@ def test_cli_resume_after_sigkill(tmp_path):
     results = [json.loads((d / "result.json").read_text()) for d in (tmp_path / "ref", cut)]
     assert results[0]["test_accuracy"] == results[1]["test_accuracy"]
     assert "resuming run" in (cut / "run.log").read_text()
+
+
+@pytest.mark.parametrize("stop_after", [1, 2])
+def test_the_best_validation_epoch_survives_a_resume(tmp_path, interrupt_after, stop_after):
+    cfg = RunConfig(val_split=0.2, lr=0.5, **FAST)
+    reference = run_experiment(cfg, out_dir=tmp_path / "ref", save_model=True, quiet=True)
+    disarm = interrupt_after(stop_after)
+    with pytest.raises(Interrupted):
+        run_experiment(cfg, out_dir=tmp_path / "cut", save_model=True, quiet=True)
+    disarm()
+    resumed = run_experiment(
+        cfg, out_dir=tmp_path / "cut", save_model=True, quiet=True, resume=True
+    )
+    assert _same_files(
+        tmp_path / "ref" / "model.safetensors", tmp_path / "cut" / "model.safetensors"
+    )
+    for key in ("test_accuracy", "val_accuracy", "best_epoch", "last_epoch_test_accuracy"):
+        assert resumed[key] == reference[key], key

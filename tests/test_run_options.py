@@ -97,3 +97,28 @@ def test_val_split_holds_out_a_fixed_stratified_share_and_leaves_the_test_set_al
     assert torch.equal(torch.cat([x for x, _ in plain.test]), torch.cat([x for x, _ in split.test]))
     with pytest.raises(InvalidArgument, match="val_split"):
         load_data("digits", val_split=1.0)
+
+
+def test_val_split_tests_the_weights_of_the_best_validation_epoch(tmp_path):
+    from curvprune.checkpoint import load_checkpoint
+    from curvprune.models import build_model
+    from curvprune.training import evaluate
+
+    cfg = RunConfig(criterion="snip", sparsity=0.9, val_split=0.2, lr=0.5, **{**FAST, "epochs": 4})
+    r = run_experiment(cfg, out_dir=tmp_path, save_model=True, quiet=True)
+    assert r["best_epoch"] in (1.0, 2.0, 3.0, 4.0)
+    data = load_data("digits", batch_size=64, val_split=0.2)
+    model = build_model("mlp", in_channels=1, num_classes=10, image_size=8)
+    load_checkpoint(model, tmp_path / "model.safetensors")  # the saved model is the best one
+    assert evaluate(model, data.val).accuracy == pytest.approx(r["val_accuracy"], abs=1e-12)
+    assert evaluate(model, data.test).accuracy == pytest.approx(r["test_accuracy"], abs=1e-12)
+    plain = run_experiment(RunConfig(criterion="snip", sparsity=0.9, **{**FAST, "epochs": 1}))
+    assert "val_accuracy" not in plain and "best_epoch" not in plain
+
+
+def test_progress_bars_follow_quiet_whatever_the_regime_has_recorded():
+    from curvprune.experiments.runner import Run
+
+    run = Run(RunConfig(**FAST), quiet=True, tensorboard=None, log=None)
+    run.progress["pruned"] = True
+    assert run.show_progress is False

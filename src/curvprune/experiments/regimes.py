@@ -27,6 +27,7 @@ from curvprune.experiments.config import REGIMES, RunConfig
 from curvprune.experiments.files import atomic_write_json, check_out_dir, refuse_overwrite
 from curvprune.experiments.resume import Checkpointer
 from curvprune.experiments.runner import Run, weight_sizes
+from curvprune.experiments.selection import BestEpoch
 from curvprune.pruning.gradual import GradualPruner
 
 __all__ = ["REGIMES", "run_experiment", "train_dense"]
@@ -205,10 +206,15 @@ def _run_regime(cfg: RunConfig, run: Run, wall: float) -> dict[str, Any]:
         progress["loss_at_prune"] = run.last_loss
         progress["step_at_prune"] = trainer.step
     accuracy_at_prune = progress["accuracy_at_prune"]
+    best = BestEpoch(run)
+    best.watch(trainer)  # --val-split: the epochs after pruning compete on validation accuracy
     run.train(trainer)
     # With --epochs 0 the model is unchanged since the last evaluation: don't evaluate twice.
+    last_accuracy = None
     if trainer.step > progress["step_at_prune"]:
         test_accuracy = run.evaluate("final")
+        if best.restore_best():
+            last_accuracy, test_accuracy = test_accuracy, run.evaluate("best validation epoch")
     else:
         test_accuracy, run.last_loss = accuracy_at_prune, progress["loss_at_prune"]
     _check_finite(run.model, trainer)
@@ -253,6 +259,7 @@ def _run_regime(cfg: RunConfig, run: Run, wall: float) -> dict[str, Any]:
         "test_loss": run.last_loss,
         "accuracy_at_prune": accuracy_at_prune,
         "dense_accuracy": dense_accuracy,
+        **_selection(progress, last_accuracy),
         "num_prunable": num_prunable,
         "num_collapsed": len(collapsed),
         "collapsed_layers": list(collapsed),
@@ -267,6 +274,17 @@ def _run_regime(cfg: RunConfig, run: Run, wall: float) -> dict[str, Any]:
         f"(score {run.timings['score_s']:.2f} s, train {run.timings['train_s']:.2f} s)"
     )
     return result
+
+
+def _selection(progress: dict[str, Any], last_accuracy: float | None) -> dict[str, Any]:
+    """With a validation split: the best epoch, its validation accuracy, the last epoch's test."""
+    if last_accuracy is None:
+        return {}
+    return {
+        "val_accuracy": progress["best_val_accuracy"],
+        "best_epoch": progress["best_epoch"],
+        "last_epoch_test_accuracy": last_accuracy,
+    }
 
 
 def _write(run: Run, out_dir: Any, result: dict[str, Any], *, save_model: bool) -> None:

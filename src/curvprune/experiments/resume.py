@@ -173,6 +173,8 @@ class Checkpointer:
         run.progress.update(info["progress"])
         for key, value in info["timings"].items():
             run.timings[key] = run.timings.get(key, 0.0) + value
+        best = {k.removeprefix("best."): v for k, v in tensors.items() if k.startswith("best.")}
+        run.best_state = best or None
         set_rng_state(info["rng"], tensors)
         logger.info("resuming run %s from %s", self.run_id, self.describe())
 
@@ -213,6 +215,8 @@ class Checkpointer:
         tensors = {f"model.{k}": v for k, v in run.model.state_dict().items()}
         tensors.update({f"optimizer.{k}": v for k, v in optimizer.items()})
         tensors.update(rng)
+        if getattr(run, "best_state", None):  # the best validation epoch's weights
+            tensors.update({f"best.{k}": v for k, v in run.best_state.items()})
         metadata = {"format": _FORMAT, "state": json.dumps(info, allow_nan=False)}
         save_tensors(tensors, self.path, metadata=metadata)
         logger.debug("checkpoint: %s at %s epoch %g", self.path, trainer.tag, trainer.epoch)

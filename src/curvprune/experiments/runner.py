@@ -88,7 +88,7 @@ class Run:
         self.cfg = cfg
         self.rank, self.world = distributed.rank(), distributed.world_size()
         self.main = self.rank == 0
-        self.progress = not quiet and self.main
+        self.show_progress = not quiet and self.main  # progress bars
         if not self.main:
             self.log = lambda msg: None
         else:
@@ -121,6 +121,9 @@ class Run:
             world_size=self.world,
         )
         self.test = launch.shard_eval(self.data.test)
+        self.val = None if self.data.val is None else launch.shard_eval(self.data.val)
+        #: Weights of the best validation epoch (`curvprune.experiments.selection`), or None.
+        self.best_state: dict[str, torch.Tensor] | None = None
         info = self.data.info
         torch.manual_seed(cfg.seed)
         self.model = build_model(
@@ -161,7 +164,7 @@ class Run:
             milestones=cfg.milestones,
             gamma=cfg.gamma,
             device=self.device,
-            progress=self.progress,
+            progress=self.show_progress,
             writer=self.writer,
             tag=tag,
             autocast=self.autocast,
@@ -191,7 +194,7 @@ class Run:
             self.model,
             self.test,
             device=self.device,
-            progress=self.progress,
+            progress=self.show_progress,
             autocast=self.autocast,
         )
         self.timings["eval_s"] += time.perf_counter() - start
@@ -253,7 +256,9 @@ class Run:
 
         cfg = self.cfg
         options = cfg.criterion_options()
-        batches = _ProgressBatches(self.score_batches(), f"score {cfg.criterion}", self.progress)
+        batches = _ProgressBatches(
+            self.score_batches(), f"score {cfg.criterion}", self.show_progress
+        )
         start = time.perf_counter()
         # Scores see the model in eval mode: BatchNorm uses its running statistics (the
         # default ones at init unless --bn-warmup re-estimated them, which is the point of
@@ -298,7 +303,9 @@ class Run:
 
         make_permanent(self.model)  # a masked checkpoint: its zeros become plain weights
         cfg = self.cfg
-        batches = _ProgressBatches(self.score_batches(), f"score {cfg.criterion}", self.progress)
+        batches = _ProgressBatches(
+            self.score_batches(), f"score {cfg.criterion}", self.show_progress
+        )
         self.dense_sizes = weight_sizes(self.model)
         start = time.perf_counter()
         was_training = self.model.training
