@@ -122,3 +122,28 @@ def test_progress_bars_follow_quiet_whatever_the_regime_has_recorded():
     run = Run(RunConfig(**FAST), quiet=True, tensorboard=None, log=None)
     run.progress["pruned"] = True
     assert run.show_progress is False
+
+
+def test_gradual_pruning_scores_a_fresh_subset_at_each_step(monkeypatch):
+    from curvprune.experiments.runner import Run
+
+    seen = []
+    real = Run.score_batches
+
+    def spy(self, draw=0):
+        batches = real(self, draw)
+        seen.append((draw, torch.cat([x for x, _ in batches])))
+        return batches
+
+    monkeypatch.setattr(Run, "score_batches", spy)
+    cfg = RunConfig(
+        criterion="snip", at="gradual", sparsity=0.9, start_epoch=0.0, end_epoch=1.0,
+        frequency=0.5, initial_sparsity=0.5, **{**FAST, "epochs": 0.0},
+    )  # fmt: skip
+    run_experiment(cfg)
+    draws = {d: x for d, x in seen}
+    assert sorted(draws) == [0, 1, 2]  # three pruning steps, three subsets
+    assert not torch.equal(draws[0], draws[1]) and not torch.equal(draws[1], draws[2])
+    data = load_data("digits", batch_size=64)
+    again = torch.cat([x for x, _ in data.scoring_batches(128, 64, draw=1)])
+    assert torch.equal(again, draws[1])  # reproducible from the seed and the step

@@ -73,7 +73,12 @@ class DataBundle:
         self._train_labels = train_labels
 
     def scoring_batches(
-        self, num_samples: int | None, batch_size: int, *, per_class: int | None = None
+        self,
+        num_samples: int | None,
+        batch_size: int,
+        *,
+        per_class: int | None = None,
+        draw: int = 0,
     ) -> list[tuple[Tensor, Tensor]]:
         """Fixed training batches for computing pruning scores.
 
@@ -87,12 +92,15 @@ class DataBundle:
             num_samples: Samples in total, 1..num_train (None with ``per_class``).
             batch_size: Samples per batch; the last batch may be smaller.
             per_class: Samples of each class; a class with fewer gives all it has.
+            draw: Which seeded subset: 0 is the one above; 1, 2, ... are further, independent
+                draws (gradual pruning scores a fresh subset at each step, as WoodFisher's code).
 
         Returns:
             A list of ``(inputs, targets)`` pairs.
         """
         batch_size = check_int("batch_size", batch_size, 1)
-        order = seeded_permutation(self.num_train, self.seed, STREAM_SCORING)
+        keys = (STREAM_SCORING,) if draw == 0 else (STREAM_SCORING, check_int("draw", draw, 0))
+        order = seeded_permutation(self.num_train, self.seed, *keys)
         if per_class is not None:
             per_class = check_int("per_class", per_class, 1)
             order = order[self._rank_in_class(order) < per_class]

@@ -180,10 +180,13 @@ def _run_regime(cfg: RunConfig, run: Run, wall: float) -> dict[str, Any]:
         trainer = run.trainer(cfg.epochs)
     else:  # gradual
         dense_accuracy = run.load_or_pretrain()
+        # Each pruning step scores a fresh seeded subset of the training set (the WoodFisher
+        # code's gradual pruner does); the first is the one the other regimes use.
+        draw = {"step": 0}
         pruner = GradualPruner(
             run.model,
             cfg.criterion,
-            lambda t: run.score_batches(),
+            lambda t: run.score_batches(draw["step"]),
             sparsity=cfg.sparsity,
             initial_sparsity=cfg.initial_sparsity,
             start=cfg.start_epoch,
@@ -191,12 +194,14 @@ def _run_regime(cfg: RunConfig, run: Run, wall: float) -> dict[str, Any]:
             frequency=cfg.frequency,
             scope=cfg.scope,
             iterations=cfg.iterations,
-            prune_fn=run.prune,  # the run's own: progress bars, timings, logs, BN recalibration
+            # the run's own prune: progress bars, timings, logs, BN recalibration
+            prune_fn=lambda target: run.prune(target, draw=draw["step"]),
             **cfg.criterion_options(),
         )
         pruner.reached = progress.get("reached", 0.0)  # a resumed run skips the steps done
         trainer = run.trainer(pruner.plan[-1].epoch + cfg.epochs)
-        for step in pruner.plan:
+        for index, step in enumerate(pruner.plan):
+            draw["step"] = index
             run.train(trainer, until=step.epoch)
             # Steps that would not raise sparsity (e.g. s_i = 0 at the start) are skipped.
             if pruner.step(step.epoch):

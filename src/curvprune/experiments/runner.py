@@ -222,17 +222,19 @@ class Run:
         )
         return samples
 
-    def score_batches(self) -> list:
-        """This rank's scoring batches: every K-th of the single-process list, from the r-th."""
-        if self._score_batches is None:
+    def score_batches(self, draw: int = 0) -> list:
+        """This rank's scoring batches: every K-th of the single-process list, from the r-th.
+
+        `draw` 0 is the run's scoring subset (cached); 1, 2, ... are fresh seeded subsets of the
+        same size (`DataBundle.scoring_batches`), for the gradual regime's later steps.
+        """
+        if draw or self._score_batches is None:
             cfg = self.cfg
             samples = self.check_score_split()
-            if cfg.score_per_class is not None:
-                batches = self.data.scoring_batches(
-                    None, cfg.batch_size, per_class=cfg.score_per_class
-                )
-            else:
-                batches = self.data.scoring_batches(samples, cfg.batch_size)
+            per_class = cfg.score_per_class
+            batches = self.data.scoring_batches(
+                None if per_class else samples, cfg.batch_size, per_class=per_class, draw=draw
+            )
             fbs = cfg.fisher_batch_size
             if self.world > 1 and fbs and cfg.batch_size % fbs:
                 self.log(
@@ -241,7 +243,10 @@ class Run:
                     "samples differ from one process's (see docs/distributed.md)"
                 )
             mine = batches[self.rank :: self.world]
-            self._score_batches = [(x.to(self.device), y.to(self.device)) for x, y in mine]
+            mine = [(x.to(self.device), y.to(self.device)) for x, y in mine]
+            if draw:
+                return mine
+            self._score_batches = mine
         return self._score_batches
 
     def bn_warmup(self) -> None:
@@ -250,14 +255,17 @@ class Run:
 
         bn_warmup(self.model, self.score_batches())
 
-    def prune(self, sparsity: float) -> Any:
-        """Score and prune to `sparsity` in eval mode; returns the `PruneResult`."""
+    def prune(self, sparsity: float, draw: int = 0) -> Any:
+        """Score (on scoring subset `draw`) and prune to `sparsity` in eval mode.
+
+        Returns the `PruneResult`.
+        """
         from curvprune import prune
 
         cfg = self.cfg
         options = cfg.criterion_options()
         batches = _ProgressBatches(
-            self.score_batches(), f"score {cfg.criterion}", self.show_progress
+            self.score_batches(draw), f"score {cfg.criterion}", self.show_progress
         )
         start = time.perf_counter()
         # Scores see the model in eval mode: BatchNorm uses its running statistics (the
