@@ -218,6 +218,24 @@ class _RunOptions:
             changes["score_samples"] = defaults.score_samples
         return dataclasses.replace(self, **changes)
 
+    def result_fields(self) -> dict[str, Any]:
+        """The options every result dict starts with (finished or diverged runs alike)."""
+        return {
+            "run_id": self.run_id(),
+            "label": self.label(),
+            "model": self.model,
+            "dataset": self.dataset,
+            "criterion": self.criterion,
+            "at": self.at,
+            "scope": self.scope,
+            "bn_warmup": self.bn_warmup,
+            "prune_after": self.prune_after if self.at == "early" else None,
+            "sparsity": None if self.structured else self.sparsity,
+            "structured": self.structured,
+            "seed": self.seed,
+            "epochs": self.epochs,
+        }
+
     def run_id(self) -> str:
         """Stable id of what this run computes: readable prefix plus a hash of the options.
 

@@ -245,21 +245,9 @@ def _run_regime(cfg: RunConfig, run: Run, wall: float) -> dict[str, Any]:
         run.writer.close()
 
     result = {
-        "run_id": cfg.run_id(),
-        "label": cfg.label(),
-        "model": cfg.model,
-        "dataset": cfg.dataset,
-        "criterion": cfg.criterion,
-        "at": cfg.at,
-        "scope": cfg.scope,
-        "bn_warmup": cfg.bn_warmup,
-        "prune_after": cfg.prune_after if cfg.at == "early" else None,
-        "sparsity": None if cfg.structured else cfg.sparsity,
+        **cfg.result_fields(),
         "actual_sparsity": float(actual),
-        "structured": cfg.structured,
         **(run.cost if cfg.structured else {"macs": macs}),
-        "seed": cfg.seed,
-        "epochs": cfg.epochs,
         "test_accuracy": test_accuracy,
         "test_loss": run.last_loss,
         "accuracy_at_prune": accuracy_at_prune,

@@ -443,21 +443,9 @@ def _outcome(result: Mapping[str, Any]) -> str:
 def diverged_result(cfg: RunConfig, err: Exception) -> dict[str, Any]:
     """The result dict of a run stopped by a non-finite loss: its options, no accuracy."""
     return {
-        "run_id": cfg.run_id(),
-        "label": cfg.label(),
-        "model": cfg.model,
-        "dataset": cfg.dataset,
-        "criterion": cfg.criterion,
-        "at": cfg.at,
-        "scope": cfg.scope,
-        "bn_warmup": cfg.bn_warmup,
-        "prune_after": cfg.prune_after if cfg.at == "early" else None,
-        "sparsity": None if cfg.structured else cfg.sparsity,
-        "structured": cfg.structured,
+        **cfg.result_fields(),
         "channel_sparsity": cfg.channel_sparsity,
         "macs_target": cfg.macs_target,
-        "seed": cfg.seed,
-        "epochs": cfg.epochs,
         "test_accuracy": None,
         "status": DIVERGED,
         "error": str(err),
