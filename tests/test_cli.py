@@ -217,3 +217,16 @@ def test_sweep_print_config_shows_the_merged_spec_and_the_run_count(tmp_path, ca
     code, out, err = run(capsys, "sweep", "--config", cfg, "--seeds", "4", "--print-config")
     assert code == 0, err
     assert "# 4 runs" in out and "seeds:" in out
+
+
+def test_a_closed_pipe_is_not_an_error():
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        f"{sys.executable} -m curvprune list | head -1",
+        shell=True,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.stdout.startswith("criteria:") and "error" not in proc.stderr

@@ -52,6 +52,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         COMMANDS[args.command](args)
     except SystemExit as exit_:  # argparse: --help (0) and usage errors (2)
         return exit_.code if isinstance(exit_.code, int) else 2
+    except BrokenPipeError:  # `curvprune list | head`: the reader left, nothing to report
+        sys.stdout = None  # no flush of the closed pipe at exit
+        return 0
     except (CurvpruneError, OSError) as err:
         # OSError: the user's paths, e.g. an unwritable --out or a directory given as a file.
         _print_error(err)
