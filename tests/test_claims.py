@@ -119,7 +119,7 @@ def test_report_only_renders_pending_claims(claims, monkeypatch, tmp_path):
     assert claims.main(["--report-only"]) == 0
     text = (tmp_path / "docs" / "claims.md").read_text(encoding="utf-8")
     assert text.count("**Verdict: pending**") == len(claims.CLAIMS)
-    assert "| 1 | [" in text and "| pending |" in text
+    assert "| 1a | [" in text and "| pending |" in text
     assert "curvprune sweep --config benchmarks/claims/" in text  # the commands are shown
 
 
