@@ -37,7 +37,6 @@ CONFIG_DIR = Path("benchmarks/claims")
 RUNS_DIR = Path("benchmarks/claims/runs")
 DOCS_DIR = Path("docs/claims")
 DOC = Path("docs/claims.md")
-DENSE_LENET300 = RUNS_DIR / "lenet300-dense"
 
 # Two-sided 95% Student t quantiles t_{0.975, df}, used when scipy is not importable.
 T_TABLE = {
@@ -181,7 +180,7 @@ class Claim:
         x: Column of the table's x axis.
         metric: Column averaged (a fraction; shown in %).
         extra: Further columns to tabulate as mean ± std (e.g. ``num_collapsed``).
-        needs_dense: Train the dense LeNet-300-100 checkpoint first.
+        needs_dense: Train this model's shared dense checkpoint first ("" for none).
         discussion: Paragraph written after seeing the data (empty: not yet written).
         runner: A custom claim's own run function (writes its CSVs); replaces `sweeps`.
         renderer: A custom claim's own table/verdict renderer: rows -> (markdown, signs).
@@ -199,7 +198,7 @@ class Claim:
     x: str = "sparsity"
     metric: str = "test_accuracy"
     extra: list[str] = field(default_factory=list)
-    needs_dense: bool = False
+    needs_dense: str = ""
     discussion: str = ""
     runner: Callable[[Claim], None] | None = None
     renderer: Callable[[Claim, list[dict[str, str]]], tuple[str, list[str]]] | None = None
@@ -218,7 +217,7 @@ class Claim:
     def commands(self) -> list[str]:
         cmds = []
         if self.needs_dense:
-            cmds.append(" ".join(dense_command()))
+            cmds.append(" ".join(dense_command(self.needs_dense)))
         for yaml_name, out in self.sweeps:
             cmds.append(" ".join(sweep_command(yaml_name, out)))
         return cmds
@@ -232,12 +231,20 @@ def sweep_command(yaml_name: str, out: str) -> list[str]:
     return [*cli(), "sweep", "--config", str(CONFIG_DIR / yaml_name), "--out", str(RUNS_DIR / out)]
 
 
-def dense_command() -> list[str]:
+def dense_command(model: str = "lenet300") -> list[str]:
+    """`curvprune train` for a claim's shared dense checkpoint (`DENSE_TRAINING[model]`)."""
     return [
-        *cli(), "train", "--model", "lenet300", "--dataset", "fashion-mnist", "--epochs", "5",
-        "--batch-size", "128", "--lr", "0.05", "--seed", "0", "--threads", "1", "--quiet",
-        "--out", str(DENSE_LENET300),
+        *cli(), "train", "--model", model, "--dataset", "fashion-mnist",
+        *DENSE_TRAINING[model], "--seed", "0", "--threads", "1", "--quiet",
+        "--out", str(RUNS_DIR / f"{model}-dense"),
     ]  # fmt: skip
+
+
+#: Training flags of each shared dense checkpoint.
+DENSE_TRAINING = {
+    "lenet300": ["--epochs", "5", "--batch-size", "128", "--lr", "0.05"],
+    "resnet20": ["--epochs", "3", "--train-limit", "10000", "--batch-size", "128", "--lr", "0.1"],
+}
 
 
 def setting_of(claim: Claim, row: Mapping[str, str]) -> str | None:
@@ -443,9 +450,9 @@ def run_command(cmd: list[str]) -> None:
     subprocess.run(cmd, cwd=ROOT, env=env(), check=True)
 
 
-def ensure_dense() -> None:
-    if not (ROOT / DENSE_LENET300 / "model.safetensors").exists():
-        run_command(dense_command())
+def ensure_dense(model: str) -> None:
+    if not (ROOT / RUNS_DIR / f"{model}-dense" / "model.safetensors").exists():
+        run_command(dense_command(model))
 
 
 def collect(claim: Claim) -> None:
@@ -511,7 +518,7 @@ def run_claim(claim: Claim) -> None:
         claim.runner(claim)
         return
     if claim.needs_dense:
-        ensure_dense()
+        ensure_dense(claim.needs_dense)
     for yaml_name, out in claim.sweeps:
         run_command(sweep_command(yaml_name, out))
     collect(claim)
@@ -1000,13 +1007,34 @@ CLAIMS.append(
         "Apoptosis (OBA), a novel pruning method that calculates the Hessian-vector product value "
         "directly for each parameter. [...] This approach allows for a more precise pruning "
         "process, particularly in the context of CNNs and Transformers.",
-        source="OBA paper (Sun et al., ICLR 2025, NEU-REAL/OBA), abstract.",
-        protocol="ResNet-20 on Fashion-MNIST pretrained once (`curvprune train`), then structured "
-        "pruning to kept MACs 0.7, 0.5, 0.3 (`structured: true`, `macs_targets`) with `oba`, "
-        "`oba_full`, `taylor`, `l1`, `fisher`, evaluated one-shot (`epochs: 0`) and after "
-        "fine-tuning, `--at trained`. Not run: ResNet-20 pretraining plus 5 criteria × 3 targets "
-        "× 3 seeds × 2 does not fit this session's CPU budget (docs/structured.md has a one-seed "
-        "measurement).",
+        source="OBA paper (Sun et al., ICLR 2025, NEU-REAL/OBA), abstract; the paper compares "
+        "against Taylor and weight-magnitude (L1) importance in Torch-Pruning at equal FLOPs.",
+        protocol="ResNet-20 on Fashion-MNIST (1 input channel) pretrained once with `curvprune "
+        "train` (3 epochs on a 10,000-image subset, lr 0.1, seed 0), then whole channels "
+        "removed (`structured: true`, `at: trained`) until at most 50% or 30% of the dense MACs "
+        "remain (`macs_targets`; bisection on the channel sparsity, Torch-Pruning groups, at "
+        "most 95% of a layer's channels) with `oba` (θ⊙((H−G)θ) summed per channel group, "
+        "÷ group max), `oba_full` (full Hessian), `taylor` (|Σθ⊙g|), `l1` (Σ|θ|) and `fisher` "
+        "(Σ½θ²F); scoring on 256 training images; accuracy right after pruning (`epochs: 0`). "
+        "Seeds 0–2 (the seed draws the scoring images; `l1` is data-free, so identical across "
+        "seeds). Not run (budget): the 0.7 target and fine-tuning after pruning. Key "
+        "comparisons: OBA minus each of `taylor`, `l1`, `fisher`.",
+        needs_dense="resnet20",
+        x="macs_target",
+        sweeps=[("oba_structured_resnet20.yaml", "oba_structured")],
+        settings={
+            "OBA": {"criterion": "oba", "epochs": 0},
+            "OBA full Hessian": {"criterion": "oba_full", "epochs": 0},
+            "Taylor": {"criterion": "taylor", "epochs": 0},
+            "L1": {"criterion": "l1", "epochs": 0},
+            "Fisher": {"criterion": "fisher", "epochs": 0},
+        },
+        comparisons=[
+            Comparison("OBA", "Taylor"),
+            Comparison("OBA", "L1"),
+            Comparison("OBA", "Fisher"),
+            Comparison("OBA", "OBA full Hessian", key=False),
+        ],
     )
 )
 
@@ -1023,7 +1051,7 @@ CLAIMS.append(
         "inter-layer curvature), `oba_full` (the full Hessian, the repository's fastOBA order 2), "
         "both with the defaults (49 rounds, exponential schedule, max-normalized + |θ|), "
         "against global magnitude. Key comparison: OBA minus magnitude.",
-        needs_dense=True,
+        needs_dense="lenet300",
         sweeps=[("oba_unstructured_lenet300.yaml", "trained_lenet300")],
         settings={
             "OBA": trained("oba"),
@@ -1054,7 +1082,7 @@ CLAIMS.append(
         "dampening on MNIST). Sensitivity at 95%: `num_grads` 32/128/512 and `dampening` "
         "1e-5/1e-3/1e-1. Key comparisons: WoodFisher (1 round) minus magnitude and minus "
         "diagonal Fisher.",
-        needs_dense=True,
+        needs_dense="lenet300",
         sweeps=[
             ("woodfisher_oneshot.yaml", "trained_lenet300"),
             ("woodfisher_rounds.yaml", "trained_lenet300"),
@@ -1100,7 +1128,7 @@ CLAIMS.append(
         "(`scope: global`) against the same sparsity in every layer (`scope: layerwise`), and "
         "against global magnitude. Key comparisons: WoodFisher global minus WoodFisher layerwise "
         "and minus global magnitude.",
-        needs_dense=True,
+        needs_dense="lenet300",
         sweeps=[
             ("woodfisher_oneshot.yaml", "trained_lenet300"),
             ("woodfisher_scope.yaml", "trained_lenet300"),
@@ -1137,7 +1165,7 @@ CLAIMS.append(
         "90, 95, 98%, seeds 0–4 (the seed draws the training subset and order and the scoring "
         "images). Key comparison: WoodFisher "
         "minus magnitude.",
-        needs_dense=True,
+        needs_dense="lenet300",
         sweeps=[("gradual_lenet300.yaml", "gradual_lenet300")],
         settings={
             "WoodFisher": {"criterion": "woodfisher", "at": "gradual"},
