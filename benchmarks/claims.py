@@ -1321,6 +1321,20 @@ DISCUSSIONS = {
         "reproduced as stated for the criteria that collapse, and pruning early helps FTS "
         "even where nothing collapses."
     ),
+    "oba_structured": (
+        "Not reproduced on this small ResNet-20. One-shot, every criterion leaves the network "
+        "at or near chance at both MACs targets (the BatchNorm statistics of the thinned "
+        "network are stale: these runs do not use `--recalibrate-bn`), so OBA − Taylor/L1/"
+        "Fisher straddles 0 everywhere; only the full-Hessian variant keeps something (35.4% at "
+        "0.5, 25 points above OBA). After one epoch of fine-tuning OBA is not better than "
+        "Taylor (+0.0 [−1.1, 1.1] at 0.5, −1.2 [−8.8, 6.5] at 0.3) and is slightly but "
+        "significantly below L1 at 0.5 (−0.7 [−0.8, −0.7]; 78.7% against 79.4%), straddling at "
+        "0.3. Limits: a ResNet-20 trained 3 epochs on 10,000 images (81.8%), 1 epoch of "
+        "fine-tuning instead of the paper's 150, 256 scoring images, 3 seeds that vary only "
+        "the scoring images (L1 is data-free), no 0.7 target and no fine-tuned `oba_full`/"
+        "`fisher`: the paper's gains on VGG-19/ResNet-32/ResNet-50 after long fine-tuning are "
+        "not tested here."
+    ),
     "oba_unstructured": (
         "OBA in its unstructured setting beats global magnitude at every sparsity, by more the "
         "sparser the network: +4.4 [4.2, 4.6], +14.0 [13.7, 14.4] and +40.1 [39.0, 41.3] "
