@@ -36,3 +36,9 @@ bench: setup
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache
+
+# The claims ledger (docs/claims.md): runs every claim's sweeps (resumable), copies the rows to
+# docs/claims/ and rebuilds the document; `benchmarks/claims.py --report-only` only rebuilds it.
+.PHONY: claims
+claims: setup
+	$(BIN)/python benchmarks/claims.py
