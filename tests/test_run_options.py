@@ -147,3 +147,17 @@ def test_gradual_pruning_scores_a_fresh_subset_at_each_step(monkeypatch):
     data = load_data("digits", batch_size=64)
     again = torch.cat([x for x, _ in data.scoring_batches(128, 64, draw=1)])
     assert torch.equal(again, draws[1])  # reproducible from the seed and the step
+
+
+def test_bn_warmup_passes_over_the_whole_training_set(monkeypatch):
+    seen = []
+    real = cp.bn_warmup
+
+    def spy(model, batches):
+        seen.append(sum(len(y) for _, y in batches))
+        return real(model, batches)
+
+    monkeypatch.setattr(cp, "bn_warmup", spy)
+    cfg = RunConfig(model="resnet20", criterion="snip", bn_warmup=True, **FAST)
+    run_experiment(cfg)
+    assert seen == [load_data("digits").num_train]  # every training image, as the HTS code

@@ -153,12 +153,13 @@ def _add_run_options(p: argparse.ArgumentParser, *, pruning: bool) -> None:
     g.add_argument(
         "--bn-warmup",
         action="store_true",
-        help="init: re-estimate BatchNorm statistics before scoring",
+        help="init: re-estimate BatchNorm statistics over one pass of the training set before "
+        "scoring (the HTS paper's warm-up)",
     )
     g.add_argument(
         "--recalibrate-bn",
         action="store_true",
-        help="re-estimate BatchNorm statistics after each pruning step",
+        help="re-estimate BatchNorm statistics over the training set after each pruning step",
     )
     g.add_argument(
         "--prune-after",

@@ -250,10 +250,16 @@ class Run:
         return self._score_batches
 
     def bn_warmup(self) -> None:
-        """Re-estimate BatchNorm statistics on the scoring batches."""
+        """Re-estimate BatchNorm statistics over one pass of the training set.
+
+        As the HTS code's warm-up: the training loader (this rank's shard, augmented as in
+        training), BatchNorm in train mode, no gradients. Unlike that code's momentum-0.1
+        running average, `curvprune.bn_warmup` takes the exact average over the pass. The pass
+        leaves training's data order unchanged (the trainer sets each epoch's order itself).
+        """
         from curvprune import bn_warmup
 
-        bn_warmup(self.model, self.score_batches())
+        bn_warmup(self.model, self.data.train)
 
     def prune(self, sparsity: float, draw: int = 0) -> Any:
         """Score (on scoring subset `draw`) and prune to `sparsity` in eval mode.
