@@ -339,8 +339,9 @@ def main(argv: list[str] | None = None) -> int:
     out("| model | comparison | error | tolerance | passed |")
     out("|---|---|---|---|---|")
     failed = False
-    for name in args.models:
-        for label, err, tol, ok in check(make_peers(name, args.batch_size)):
+    models = {name: make_peers(name, args.batch_size) for name in args.models}
+    for name, peers in models.items():
+        for label, err, tol, ok in check(peers):
             out(f"| {name} | {label} | {err:.1e} | {tol:.0e} | {'yes' if ok else 'NO'} |")
             failed |= not ok
     out()
@@ -358,8 +359,7 @@ def main(argv: list[str] | None = None) -> int:
         out()
         out(f"Load average before: {load_average()}")
         out()
-        for name in args.models:
-            peers = make_peers(name, args.batch_size)
+        for name, peers in models.items():
             times = time_rounds({k: getattr(peers, k) for k, _ in METHODS}, args.repeats)
             for key, ts in times.items():
                 raw += [(name, threads, r + 1, key, t * 1e3) for r, t in enumerate(ts)]
