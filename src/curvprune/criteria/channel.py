@@ -80,21 +80,21 @@ def oba_channel(model, batches, loss_fn, *, normalize: str = "max") -> ChannelTe
     largest score (``normalize="max"``). Unlike the reference code, BatchNorm and LayerNorm
     γ/β slices count as layers too.
     """
-    check_normalize(normalize)
-    theta = _theta(model)
-    product = oba_curvature_product(model, loss_fn, batches, theta)
-    return ChannelTerms(
-        {n: hessian_term(t, product[n]) for n, t in theta.items()}, "layer_abs", normalize
-    )
+    return _oba_terms(model, batches, loss_fn, oba_curvature_product, normalize)
 
 
 def oba_full_channel(model, batches, loss_fn, *, normalize: str = "max") -> ChannelTerms:
     """`oba_channel` with the full Hessian: θ ⊙ (Hθ) (the OBA repository's fastOBA, order 2)."""
+    return _oba_terms(model, batches, loss_fn, hessian_vector_product, normalize)
+
+
+def _oba_terms(model, batches, loss_fn, product_fn, normalize: str) -> ChannelTerms:
+    """θ ⊙ (Mθ) over every trainable parameter, M given by `product_fn`; OBA's reduction."""
     check_normalize(normalize)
     theta = _theta(model)
-    h_theta = hessian_vector_product(model, loss_fn, batches, theta)
+    product = product_fn(model, loss_fn, batches, theta)
     return ChannelTerms(
-        {n: hessian_term(t, h_theta[n]) for n, t in theta.items()}, "layer_abs", normalize
+        {n: hessian_term(t, product[n]) for n, t in theta.items()}, "layer_abs", normalize
     )
 
 

@@ -27,18 +27,15 @@ def _hvp_pass(
     loss_fn: LossFn,
     batches: Iterable,
     vectors,
-    *,
-    with_gradient: bool = False,
 ):
     """One pass over the data: Σ_batches (B/N)·H_b v for every v produced by `vectors`.
 
     `vectors(params)` is called once per batch and returns a list of dicts (the same vectors
-    for every batch). Returns the list of products and, if asked, the gradient ∇L.
+    for every batch). Returns the list of products.
     """
     params = trainable_parameters(model)
     plist = list(params.values())
     products = None
-    grad_total = {n: torch.zeros_like(p) for n, p in params.items()} if with_gradient else None
     count = 0
     with preserved(model):
         for x, y in iter_batches(batches, model):
@@ -52,16 +49,10 @@ def _hvp_pass(
             for k, hv in _batched_hvps(grads, plist, list(params), vs):
                 for n, h in hv.items():
                     products[k][n].add_(h, alpha=b)
-            if with_gradient:
-                for (n, _), g in zip(params.items(), grads):
-                    grad_total[n].add_(g.detach(), alpha=b)
             count += b
     if products is None:  # no local batch: this rank contributes zeros
         vs = vectors(params)
         products = [{n: torch.zeros_like(p) for n, p in params.items()} for _ in vs]
-    if with_gradient:
-        *products, grad = distributed.mean_over_samples(count, *products, grad_total)
-        return products, grad
     return distributed.mean_over_samples(count, *products)
 
 
