@@ -161,3 +161,21 @@ def test_bn_warmup_passes_over_the_whole_training_set(monkeypatch):
     cfg = RunConfig(model="resnet20", criterion="snip", bn_warmup=True, **FAST)
     run_experiment(cfg)
     assert seen == [load_data("digits").num_train]  # every training image, as the HTS code
+
+
+def test_run_ids_recorded_before_later_options_existed_are_unchanged():
+    """A finished run is found on resume only if its id never changes (a claims-ledger run)."""
+    config = RunConfig(
+        model="resnet20",
+        dataset="fashion-mnist",
+        criterion="oba",
+        structured=True,
+        macs_target=0.5,
+        at="trained",
+        checkpoint="benchmarks/claims/runs/resnet20-dense/model.safetensors",
+        epochs=0.0,
+        score_samples=256,
+        threads=1,
+    )
+    assert config.run_id() == "oba-trained-macs0.5-seed0-cdbe698cb3"
+    assert RunConfig(**{**config.to_dict(), "val_split": 0.1}).run_id() != config.run_id()

@@ -61,6 +61,9 @@ MAX_LAYER_SPARSITY = 0.95
 
 #: Fields that say where or how a run executes, not what it computes.
 _NOT_IN_RUN_ID = ("data_dir", "device", "download", "threads", "workers", *_MEMORY_OPTIONS)
+#: Options added after runs were recorded, left out of the run id at their "off" value, so that
+#: adding them changed no existing id (and finished runs are still found on resume).
+_OFF_VALUES_NOT_IN_RUN_ID = {"pretrained": False, "val_split": 0.0}
 #: Seeds that every generator takes: torch.manual_seed accepts [0, 2**64 - 1].
 MAX_SEED = 2**64 - 1
 
@@ -246,8 +249,7 @@ class _RunOptions:
             for k, v in self.normalized().to_dict().items()
             if k not in _NOT_IN_RUN_ID
             and v is not None
-            # left out when off, so that adding the option changed no existing id
-            and not (k == "pretrained" and v is False)
+            and not (k in _OFF_VALUES_NOT_IN_RUN_ID and v == _OFF_VALUES_NOT_IN_RUN_ID[k])
         }
         digest = hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
         return f"{self.criterion}-{self.at}-{self.target()}-seed{self.seed}-{digest}"
