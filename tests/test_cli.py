@@ -230,3 +230,14 @@ def test_a_closed_pipe_is_not_an_error():
         text=True,
     )
     assert proc.stdout.startswith("criteria:") and "error" not in proc.stderr
+
+
+def test_quiet_in_a_sweep_file_silences_the_progress_lines(tmp_path, capsys):
+    config = tmp_path / "sweep.yaml"
+    config.write_text("criterion: magnitude\nsparsity: 0.5\nepochs: 0\nquiet: true\n")
+    code, out, err = run(capsys, "sweep", "--config", config, *FAST, "--out", tmp_path / "s")
+    assert code == 0 and "1 runs: 1 run now" in out
+    assert err == ""
+    config.write_text("criterion: magnitude\nsparsity: 0.5\nepochs: 0\n")
+    code, out, err = run(capsys, "sweep", "--config", config, *FAST, "--out", tmp_path / "t")
+    assert code == 0 and "[1/1]" in err

@@ -226,7 +226,7 @@ def _cmd_sweep(args: argparse.Namespace) -> None:
     if cli.get("dry_run"):
         return support.print_plan(configs, out)
     to_wandb = _wandb_logger(args, group=str(out))
-    with support.logging_for(args, out), launch.process_group(_one_device(configs)):
+    with support.logging_for(args, out, quiet=quiet), launch.process_group(_one_device(configs)):
         counts = sweep.run_sweep(
             configs,
             out,

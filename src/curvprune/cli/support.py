@@ -190,8 +190,13 @@ def checkpointing(args: argparse.Namespace, *, sweep: bool = False) -> dict[str,
     return options if sweep else {**options, "resume": getattr(args, "resume", False)}
 
 
-def logging_for(args: argparse.Namespace, out: Any = None) -> contextlib.AbstractContextManager:
-    """`logging_to` from the flags; ``out`` is checked first (a writable folder)."""
+def logging_for(
+    args: argparse.Namespace, out: Any = None, *, quiet: bool | None = None
+) -> contextlib.AbstractContextManager:
+    """`logging_to` from the flags; ``out`` is checked first (a writable folder).
+
+    ``quiet`` overrides ``--quiet`` (a sweep file's ``quiet: true``).
+    """
     main = launch.env_rank() == 0
     if out is not None and main:
         from curvprune.experiments.files import check_out_dir
@@ -200,7 +205,7 @@ def logging_for(args: argparse.Namespace, out: Any = None) -> contextlib.Abstrac
     return logging_to(
         out if main else None,
         verbose=getattr(args, "verbose", False),
-        quiet=getattr(args, "quiet", False),
+        quiet=getattr(args, "quiet", False) if quiet is None else quiet,
     )
 
 
