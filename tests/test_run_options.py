@@ -33,6 +33,19 @@ def test_an_exclude_pattern_that_matches_nothing_is_an_error_naming_the_weights(
                  prunable=Excluding(["fc*"]))  # fmt: skip
 
 
+def test_a_run_checks_its_exclude_patterns_before_any_training_or_data_pass(monkeypatch):
+    from curvprune.experiments import runner
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained before checking --exclude")
+
+    monkeypatch.setattr(runner.Run, "train", no_training, raising=True)
+    monkeypatch.setattr(runner.Run, "evaluate", no_training, raising=True)
+    config = RunConfig(criterion="snip", at="early", prune_after=1.0, exclude=("fc*",), **FAST)
+    with pytest.raises(InvalidArgument, match=r"'fc\*' matches no prunable weight"):
+        run_experiment(config)
+
+
 def test_run_with_exclude_reports_the_excluded_layer_out_of_the_sparsity():
     r = run_experiment(RunConfig(criterion="snip", sparsity=0.9, exclude=("5.*",), **FAST))
     assert set(r["layer_density"]) == {"1.weight", "3.weight"}

@@ -17,7 +17,6 @@ from typing import Any
 
 import torch
 
-from curvprune._core.params import Excluding
 from curvprune._core.state import modes_kept
 from curvprune._version import __version__
 from curvprune.checkpoint import save_checkpoint
@@ -231,8 +230,7 @@ def _run_regime(cfg: RunConfig, run: Run, wall: float) -> dict[str, Any]:
         actual = 1 - sum(kept.values()) / num_prunable
         collapsed = [n for n, d in layer_density.items() if d == 0]
     else:
-        pruned = Excluding(cfg.exclude) if cfg.exclude else None  # what --exclude left in
-        report = sparsity_report(run.model, pruned)
+        report = sparsity_report(run.model, run.prunable)
         actual, layer_density, collapsed = report.sparsity, report.layer_density, report.collapsed
         num_prunable = sum(
             int(b.numel()) for n, b in run.model.named_buffers() if n.endswith("_mask")

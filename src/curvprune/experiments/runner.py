@@ -18,7 +18,7 @@ import torch
 
 from curvprune._core import distributed
 from curvprune._core.memory import memory_baseline, peak_memory_since
-from curvprune._core.params import Excluding
+from curvprune._core.params import Excluding, prunable_weights
 from curvprune._core.state import modes_kept
 from curvprune.checkpoint import load_checkpoint
 from curvprune.errors import InvalidArgument
@@ -133,6 +133,10 @@ class Run:
             image_size=info.image_size,
             **({"pretrained": True} if cfg.pretrained else {}),
         ).to(self.device)
+        #: What ``--exclude`` leaves prunable; its patterns are checked now, before any data pass.
+        self.prunable = Excluding(cfg.exclude) if cfg.exclude else None
+        if self.prunable is not None:
+            prunable_weights(self.model, self.prunable)
         self.writer = open_tensorboard(tensorboard) if tensorboard and self.main else None
         self.timings = {"score_s": 0.0, "train_s": 0.0, "pretrain_s": 0.0, "eval_s": 0.0}
         self._score_batches: list | None = None
@@ -287,7 +291,7 @@ class Run:
                 scope=cfg.scope,
                 iterations=cfg.iterations,
                 schedule=cfg.schedule,
-                prunable=Excluding(cfg.exclude) if cfg.exclude else None,
+                prunable=self.prunable,
                 **options,
             )
         self.timings["score_s"] += time.perf_counter() - start
