@@ -192,3 +192,18 @@ def test_run_ids_recorded_before_later_options_existed_are_unchanged():
     )
     assert config.run_id() == "oba-trained-macs0.5-seed0-cdbe698cb3"
     assert RunConfig(**{**config.to_dict(), "val_split": 0.1}).run_id() != config.run_id()
+
+
+def test_a_variant_is_checked_against_the_criterion_and_reset_in_sweeps():
+    with pytest.raises(InvalidArgument, match=r"--variant oba_code does not apply to criterion "
+                       r"grasp \(its variants: original, pai_code\)"):  # fmt: skip
+        RunConfig(criterion="grasp", variant="oba_code").validate()
+    RunConfig(
+        criterion="taylor", structured=True, channel_sparsity=0.5, variant="oba_code"
+    ).validate()
+    runs = expand_grid(
+        {"criteria": ["grasp", "snip"], "variant": ["pai_code", "oba_code"], "sparsity": 0.5}
+    )
+    assert sorted((c.criterion, str(c.variant)) for c in runs) == [
+        ("grasp", "None"), ("grasp", "pai_code"), ("snip", "None")
+    ]  # fmt: skip

@@ -149,6 +149,19 @@ def test_channel_scores_match_brute_force_sums():
         assert set(got) == set(want), name
         for root in want:
             torch.testing.assert_close(got[root], want[root], rtol=RTOL, atol=ATOL, msg=name)
+    # the OBA repository's baselines: Taylor per layer, both ÷ the group max
+    references = _references(model, batches)
+    for name, reduction in (("taylor", "layer_abs"), ("l1", "sum")):
+        got = channel_scores(model, name, batches, example_inputs=x, variant="oba_code")
+        for root, want in _expected(references[name][0], reduction, "max").items():
+            torch.testing.assert_close(got[root], want, rtol=RTOL, atol=ATOL, msg=name)
+        raw = channel_scores(
+            model, name, batches, example_inputs=x, variant="oba_code", normalize="none"
+        )
+        for root, want in _expected(references[name][0], reduction, "none").items():
+            torch.testing.assert_close(raw[root], want, rtol=RTOL, atol=ATOL, msg=name)
+        with pytest.raises(InvalidArgument, match="variant of taylor and l1 must be one of"):
+            channel_scores(model, name, batches, example_inputs=x, variant="pai_code")
     # HTS: the same sums over |θg + ½θ²D| with the library's own Hutchinson diagonal
     theta = {n: p.detach() for n, p in model.named_parameters()}
     d = hutchinson_diag(model, None, batches, num_probes=3, seed=5)
@@ -448,7 +461,8 @@ def test_onnx_round_trip(tmp_path):
 def test_registry_lists_structured_criteria():
     structured = {n for n, c in CRITERIA.items() if c.structured}
     assert structured == {"oba", "oba_full", "taylor", "l1", "fisher", "fts", "hts", "random"}
-    assert not CRITERIA["taylor"].unstructured and CRITERIA["taylor"].options == ("normalize",)
+    assert not CRITERIA["taylor"].unstructured
+    assert CRITERIA["taylor"].options == ("normalize", "variant")
     assert "fisher_batch_size" in CRITERIA["fisher"].channel_options
     model, batches = tiny()
     with pytest.raises(InvalidArgument, match="structured only; use prune_channels"):

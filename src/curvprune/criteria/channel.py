@@ -36,6 +36,10 @@ REDUCTIONS = ("layer_abs", "abs", "sum", "random")
 #: Per-group normalizations: divide a group's scores by their max, mean or sum.
 NORMALIZERS = ("none", "max", "mean", "sum")
 
+#: ``variant`` of `taylor` and `l1`: "original" their own definitions, "oba_code" as the OBA
+#: repository ran them as baselines (Torch-Pruning importances with ``normalizer="max"``).
+CHANNEL_VARIANTS = ("original", "oba_code")
+
 
 @dataclass(frozen=True)
 class ChannelTerms:
@@ -98,18 +102,51 @@ def _oba_terms(model, batches, loss_fn, product_fn, normalize: str) -> ChannelTe
     )
 
 
-def taylor_channel(model, batches, loss_fn, *, normalize: str = "none") -> ChannelTerms:
-    """First-order Taylor: |Σ θ ⊙ g| over all of a channel's weights (Molchanov et al. 2019)."""
-    check_normalize(normalize)
+def taylor_channel(
+    model, batches, loss_fn, *, normalize: str | None = None, variant: str = "original"
+) -> ChannelTerms:
+    """First-order Taylor: |Σ θ ⊙ g| over all of a channel's weights (Molchanov et al. 2019).
+
+    ``variant="oba_code"``: the OBA paper's Taylor baseline, Torch-Pruning's
+    ``TaylorImportance(multivariable=True, normalizer="max")``: Σ over the group's layers of
+    |Σ over the layer's slice of θ ⊙ g|, ÷ the group's max. ``normalize`` defaults to the
+    variant's ("none", or "max" for "oba_code").
+    """
+    variant = check_channel_variant(variant)
+    normalize = check_normalize(_variant_normalize(variant) if normalize is None else normalize)
     theta = _theta(model)
     g = loss_gradient(model, loss_fn, batches)
-    return ChannelTerms({n: first_order(t, g[n]) for n, t in theta.items()}, "abs", normalize)
+    reduction = "layer_abs" if variant == "oba_code" else "abs"
+    return ChannelTerms({n: first_order(t, g[n]) for n, t in theta.items()}, reduction, normalize)
 
 
-def l1_channel(model, batches, loss_fn, *, normalize: str = "none") -> ChannelTerms:
-    """Σ |θ| over all of a channel's weights (the group L1 norm); data-free."""
-    check_normalize(normalize)
+def l1_channel(
+    model, batches, loss_fn, *, normalize: str | None = None, variant: str = "original"
+) -> ChannelTerms:
+    """Σ |θ| over all of a channel's weights (the group L1 norm); data-free.
+
+    ``variant="oba_code"``: the OBA paper's Weight baseline, Torch-Pruning's
+    ``MagnitudeImportance(p=1, normalizer="max")``: the same sum ÷ the group's max (Torch-Pruning
+    averages over the group's layers where this sums; the max normalization cancels the
+    difference). ``normalize`` defaults to the variant's ("none", or "max" for "oba_code").
+    """
+    variant = check_channel_variant(variant)
+    normalize = check_normalize(_variant_normalize(variant) if normalize is None else normalize)
     return ChannelTerms({n: t.abs() for n, t in _theta(model).items()}, "sum", normalize)
+
+
+def check_channel_variant(variant: object) -> str:
+    """`variant` of `taylor`/`l1` if it is one of `CHANNEL_VARIANTS`; else an error."""
+    if variant not in CHANNEL_VARIANTS:
+        raise InvalidArgument(
+            f"variant of taylor and l1 must be one of {', '.join(CHANNEL_VARIANTS)}, "
+            f"got {variant!r}"
+        )
+    return variant
+
+
+def _variant_normalize(variant: str) -> str:
+    return "max" if variant == "oba_code" else "none"
 
 
 def fisher_channel(

@@ -122,8 +122,9 @@ OPTIONS: dict[str, Option] = {
         Option(
             "variant",
             str,
-            "original: the method's own code; pai_code: as the FTS/HTS repositories ran it",
-            choices=("original", "pai_code"),
+            "original: the method's own code; pai_code (grasp, synflow): as the FTS/HTS "
+            "repositories ran it; oba_code (taylor, l1): as the OBA repository's baselines",
+            choices=("original", "pai_code", "oba_code"),
         ),
         Option(
             "chunk_size",

@@ -40,6 +40,7 @@ class Criterion:
         default_iterations: rounds of score → prune that `prune` runs by default.
         channel_score: per-channel score function for `prune_channels` (see
             `curvprune.criteria.channel`), or None if the criterion is only unstructured.
+        variants: the values its ``variant`` option takes (empty: no such option).
     """
 
     name: str
@@ -51,6 +52,7 @@ class Criterion:
     default_schedule: str = "exponential"
     variant_schedules: tuple[tuple[str, str], ...] = ()
     weight_update: WeightUpdate | None = None
+    variants: tuple[str, ...] = ()
 
     def schedule_for(self, options: Mapping) -> str:
         """`prune`'s default schedule for these options (the ``variant`` may change it)."""
@@ -116,6 +118,7 @@ CRITERIA: dict[str, Criterion] = {
             "grasp",
             "θ⊙(Hg) at logits/200, GraSP (variant=pai_code: −θ⊙(Hg), the FTS/HTS code)",
             s.grasp_scores,
+            variants=s.VARIANTS,
         ),
         Criterion(
             "synflow",
@@ -124,6 +127,7 @@ CRITERIA: dict[str, Criterion] = {
             data_free=True,
             default_iterations=100,
             variant_schedules=(("pai_code", "exponential_pruned"),),
+            variants=s.VARIANTS,
         ),
         Criterion("gradnorm", "|g|, gradient norm (FTS/HTS baseline)", s.gradnorm_scores),
         Criterion(
@@ -191,6 +195,7 @@ CRITERIA: dict[str, Criterion] = {
             "|Σ θ⊙g| over each channel's weights, first-order Taylor (structured only)",
             None,
             channel_score=ch.taylor_channel,
+            variants=ch.CHANNEL_VARIANTS,
         ),
         Criterion(
             "l1",
@@ -198,6 +203,7 @@ CRITERIA: dict[str, Criterion] = {
             None,
             data_free=True,
             channel_score=ch.l1_channel,
+            variants=ch.CHANNEL_VARIANTS,
         ),
     ]
 }

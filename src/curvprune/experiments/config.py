@@ -217,6 +217,9 @@ class _RunOptions:
         if self.criterion in _criteria(self.structured):
             accepted = self.accepted_options()
             changes.update({k: None for k in CRITERION_OPTIONS if k not in accepted})
+            # a variant of other criteria (pai_code for taylor): this criterion's default
+            if self.variant not in _criterion(self.criterion, structured=self.structured).variants:
+                changes["variant"] = None
         if self.score_per_class is not None:
             changes["score_samples"] = defaults.score_samples
         return dataclasses.replace(self, **changes)
@@ -402,6 +405,12 @@ class _RunOptions:
                     f"--{_flag(key)} does not apply to criterion {self.criterion} "
                     f"(its options: {', '.join(valid) or 'none'})"
                 )
+        variants = _criterion(self.criterion, structured=self.structured).variants
+        _check(
+            self.variant is None or "variant" not in accepted or self.variant in variants,
+            f"--variant {self.variant} does not apply to criterion {self.criterion} (its "
+            f"variants: {', '.join(variants)})",
+        )
 
     def plan(self):
         """The gradual regime's pruning events (see `curvprune.pruning.schedules.gradual_plan`)."""
