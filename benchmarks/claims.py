@@ -185,6 +185,8 @@ class Claim:
         runner: A custom claim's own run function (writes its CSVs); replaces `sweeps`.
         renderer: A custom claim's own table/verdict renderer: rows -> (markdown, signs).
         figure: Draw accuracy against x from the CSV when the claim runs.
+        config_columns: Run options that results.csv leaves out (e.g. ``recalibrate_bn``),
+            copied into the claim's rows from each run's ``result.json`` when collected.
     """
 
     name: str
@@ -204,6 +206,7 @@ class Claim:
     renderer: Callable[[Claim, list[dict[str, str]]], tuple[str, list[str]]] | None = None
     figure: bool = True
     number: str = ""
+    config_columns: list[str] = field(default_factory=list)
 
     @property
     def csv_path(self) -> Path:
@@ -465,6 +468,8 @@ def collect(claim: Claim) -> None:
         if not path.exists():
             continue
         for row in read_csv(path):
+            if claim.config_columns:
+                row = {**row, **run_options(out, row["run_id"], claim.config_columns)}
             if row["run_id"] in seen or setting_of(claim, row) is None:
                 continue
             seen.add(row["run_id"])
@@ -473,6 +478,15 @@ def collect(claim: Claim) -> None:
         write_csv(claim.csv_path, rows)
         if claim.figure:
             draw_figure(claim, rows)
+
+
+def run_options(out: str, run_id: str, keys: Sequence[str]) -> dict[str, str]:
+    """The run's options `keys` from its ``result.json``, as CSV strings."""
+    import json
+
+    path = ROOT / RUNS_DIR / out / "runs" / run_id / "result.json"
+    config = json.loads(path.read_text(encoding="utf-8"))["config"]
+    return {k: str(config[k]) for k in keys}
 
 
 def draw_figure(claim: Claim, rows) -> None:
@@ -1041,40 +1055,56 @@ CLAIMS.append(
         "against Taylor and weight-magnitude (L1) importance in Torch-Pruning at equal FLOPs.",
         protocol="ResNet-20 on Fashion-MNIST (1 input channel) pretrained once with `curvprune "
         "train` (3 epochs on a 10,000-image subset, lr 0.1, seed 0), then whole channels "
-        "removed (`structured: true`, `at: trained`) until at most 50% or 30% of the dense MACs "
-        "remain (`macs_targets`; bisection on the channel sparsity, Torch-Pruning groups, at "
-        "most 95% of a layer's channels) with `oba` (θ⊙((H−G)θ) summed per channel group, "
-        "÷ group max), `oba_full` (full Hessian), `taylor` (|Σθ⊙g|), `l1` (Σ|θ|) and `fisher` "
-        "(Σ½θ²F); scoring on 256 training images; accuracy right after pruning (`epochs: 0`). "
-        "Seeds 0–2 (the seed draws the scoring images; `l1` is data-free, so identical across "
-        "seeds). OBA, Taylor and L1 also fine-tuned for 1 epoch after pruning (lr 0.01, "
-        "10,000 images). Not run (budget): the 0.7 target, fine-tuning of `oba_full` and "
-        "`fisher`. Key comparisons: OBA minus each of `taylor`, `l1`, `fisher` one-shot, and "
-        "minus `taylor` and `l1` after fine-tuning.",
+        "removed (`structured: true`, `at: trained`) until at most 70%, 50% or 30% of the dense "
+        "MACs remain (`macs_targets`; bisection on the channel sparsity, Torch-Pruning groups, "
+        "at most 95% of a layer's channels) with `oba` (θ⊙((H−G)θ) summed per channel group, "
+        "÷ group max), `oba_full` (full Hessian), `taylor` (|Σθ⊙g| over the group), `l1` "
+        "(Σ|θ|), `fisher` (Σ½θ²F), and the OBA paper's own baselines `taylor`/`l1` with "
+        "`variant: oba_code` (Torch-Pruning's TaylorImportance(multivariable=True) and "
+        'MagnitudeImportance(p=1), `normalizer="max"`, as the OBA repository ran them); '
+        "scoring on 256 training images; accuracy right after pruning (`epochs: 0`), right after "
+        "pruning and re-estimating the BatchNorm statistics (`recalibrate_bn: true`, one no-grad "
+        "pass over a 10,000-image subset, which is also the scoring pool there), and after 1 "
+        "epoch of fine-tuning (lr 0.01, cosine, 10,000 images, no re-estimate). Seeds 0–2 "
+        "(the seed draws the scoring images and the fine-tuning order; `l1` is data-free, so "
+        "identical across seeds without training). Key comparisons: OBA minus each baseline, "
+        "in each of the three blocks.",
         needs_dense="resnet20",
         x="macs_target",
         sweeps=[
             ("oba_structured_resnet20.yaml", "oba_structured"),
             ("oba_structured_finetune.yaml", "oba_structured"),
+            ("oba_structured_baselines.yaml", "oba_structured"),
+            ("oba_structured_baselines_finetune.yaml", "oba_structured"),
+            ("oba_structured_recalibrated.yaml", "oba_structured"),
         ],
         settings={
-            "OBA": {"criterion": "oba", "epochs": 0},
-            "OBA full Hessian": {"criterion": "oba_full", "epochs": 0},
-            "Taylor": {"criterion": "taylor", "epochs": 0},
-            "L1": {"criterion": "l1", "epochs": 0},
-            "Fisher": {"criterion": "fisher", "epochs": 0},
-            "OBA, fine-tuned 1 epoch": {"criterion": "oba", "epochs": 1},
-            "Taylor, fine-tuned 1 epoch": {"criterion": "taylor", "epochs": 1},
-            "L1, fine-tuned 1 epoch": {"criterion": "l1", "epochs": 1},
+            f"{name}{suffix}": {"label": label, "epochs": epochs, "recalibrate_bn": recalibrate}
+            for epochs, recalibrate, suffix in (
+                (0, False, ""),
+                (0, True, ", BN re-estimated"),
+                (1, False, ", fine-tuned 1 epoch"),
+            )
+            for name, label in (
+                ("OBA", "oba"),
+                ("OBA full Hessian", "oba_full"),
+                ("Taylor", "taylor"),
+                ("Taylor oba_code", "taylor[variant=oba_code]"),
+                ("L1", "l1"),
+                ("L1 oba_code", "l1[variant=oba_code]"),
+                ("Fisher", "fisher"),
+            )
         },
         comparisons=[
-            Comparison("OBA", "Taylor"),
-            Comparison("OBA", "L1"),
-            Comparison("OBA", "Fisher"),
-            Comparison("OBA, fine-tuned 1 epoch", "Taylor, fine-tuned 1 epoch"),
-            Comparison("OBA, fine-tuned 1 epoch", "L1, fine-tuned 1 epoch"),
-            Comparison("OBA", "OBA full Hessian", key=False),
+            Comparison(f"OBA{suffix}", f"{b}{suffix}")
+            for suffix in ("", ", BN re-estimated", ", fine-tuned 1 epoch")
+            for b in ("Taylor", "Taylor oba_code", "L1", "L1 oba_code", "Fisher")
+        ]
+        + [
+            Comparison(f"OBA{suffix}", f"OBA full Hessian{suffix}", key=False)
+            for suffix in ("", ", BN re-estimated", ", fine-tuned 1 epoch")
         ],
+        config_columns=["recalibrate_bn"],
     )
 )
 

@@ -130,3 +130,26 @@ def test_report_renders_a_run_claim_with_its_verdict(claims, monkeypatch, tmp_pa
     text = claims.render_claim(1, claim)
     assert "**Verdict: reproduced** (1 above, 0 below, 1 straddle of 2 key cells)." in text
     assert "Written after the data." in text
+
+
+def test_collect_adds_run_options_that_results_csv_leaves_out(claims, monkeypatch, tmp_path):
+    import json
+
+    monkeypatch.setattr(claims, "ROOT", tmp_path)
+    rows = [{**r, "run_id": f"run{i}"} for i, r in enumerate(_rows({0.9: [0.1, 0.2]}))]
+    out = tmp_path / claims.RUNS_DIR / "toy"
+    claims.write_csv(out / "results.csv", rows)
+    for i, row in enumerate(rows):
+        run = out / "runs" / row["run_id"]
+        run.mkdir(parents=True)
+        config = {"recalibrate_bn": i % 2 == 0, "seed": int(row["seed"])}
+        (run / "result.json").write_text(json.dumps({"config": config}), encoding="utf-8")
+    claim = _claim(claims, sweeps=[("toy.yaml", "toy")], config_columns=["recalibrate_bn"])
+    claim.settings = {"A": {"label": "a", "recalibrate_bn": True}, "B": {"label": "b"}}
+    claim.figure = False
+    claims.collect(claim)
+    got = claims.read_csv(claim.csv_path)
+    assert [(r["label"], r["recalibrate_bn"]) for r in got] == [
+        ("a", "True"), ("b", "False"), ("a", "True"), ("b", "False")
+    ]  # fmt: skip
+    assert claims.setting_of(claim, got[0]) == "A"
