@@ -23,18 +23,48 @@ def _blockwise(blocks, u):
     return torch.cat(parts)
 
 
-def test_scores_match_dense_inverse_and_mean_gradient():
+@pytest.mark.parametrize("absolute", [False, True])
+def test_scores_match_dense_inverse_and_mean_gradient(absolute):
+    """The official per-tensor statistic: ½(θ−h)²/[F⁻¹]qq − ½ḡᵀF⁻¹ḡ (|·|), minus its min."""
     model, batches = CASES[0].build()  # 12 samples: per-sample gradients, ḡ = ∇L
     lam, bs = 1e-3, 30
-    got = cp.score(model, "woodtaylor", batches, dampening=lam, block_size=bs)
+    got = cp.score(
+        model, "woodtaylor", batches, dampening=lam, block_size=bs, woodtaylor_abs=absolute
+    )
     g = ref.gradient(model, batches)
+    differs = False
     for n, w in prunable_weights(model).items():
         finv = dense_blocks(model, batches, [w.param_name], bs, lam)[w.param_name]
         theta = w.value().reshape(-1)
-        h = _blockwise(finv, g[w.param_name].reshape(-1))
+        gbar = g[w.param_name].reshape(-1)
+        h = _blockwise(finv, gbar)
         diag = torch.cat([b.diagonal() for b in finv])
-        want = (0.5 * (theta - h) ** 2 / diag).reshape(w.value().shape)
-        torch.testing.assert_close(got[n], want, rtol=1e-8, atol=1e-14)
+        stat = 0.5 * (theta - h) ** 2 / diag - 0.5 * gbar.dot(h)
+        stat = stat.abs() if absolute else stat
+        want = (stat - stat.min()).reshape(w.value().shape)
+        torch.testing.assert_close(got[n], want, rtol=1e-8, atol=1e-12)
+        assert got[n].min() == 0  # shifted by the tensor's own minimum
+        plain = 0.5 * (theta - h) ** 2 / diag
+        differs |= not torch.allclose(want.reshape(-1), plain - plain.min())
+    assert differs == absolute  # |·| of the statistic with its −½ḡᵀF⁻¹ḡ changes the order
+
+
+def test_normalize_update_bounds_each_tensors_step_by_its_weights_norm():
+    model, batches = CASES[0].build()
+    theta = {n: w.value().clone() for n, w in prunable_weights(model).items()}
+    kw = {"sparsity": 0.3, "dampening": 1e-6, "block_size": 30}  # tiny λ: a huge −h step
+    free, bound = copy.deepcopy(model), copy.deepcopy(model)
+    cp.prune(free, "woodtaylor", batches, **kw)
+    cp.prune(bound, "woodtaylor", batches, normalize_update=0.5, **kw)
+    for n, w in prunable_weights(bound).items():
+        step = w.value() - theta[n]
+        free_step = prunable_weights(free)[n].value() - theta[n]
+        assert free_step.norm() > theta[n].norm()  # the bound applies to this tensor
+        # δ has norm 0.5‖θ‖, then the mask zeroes the pruned weights' part of θ + δ
+        keep = w.value() != 0
+        assert step[keep].norm() <= 0.5 * theta[n].norm() * (1 + 1e-6)
+    with pytest.raises(cp.InvalidArgument, match="normalize_update must be > 0, got 0"):
+        cp.score(model, "woodtaylor", batches, normalize_update=0)
 
 
 def test_single_weight_update_matches_dense_formula():

@@ -113,6 +113,18 @@ OPTIONS: dict[str, Option] = {
         ),
         Option("fisher_batch_size", int, "examples per Fisher gradient", positive=True),
         Option(
+            "woodtaylor_abs",
+            bool,
+            "WoodTaylor: rank by the statistic's absolute value (official --woodtaylor-abs)",
+        ),
+        Option(
+            "normalize_update",
+            float,
+            "WoodTaylor: scale a tensor's update with a norm above its weights' norm to this "
+            "multiple of it (official --normalize-update, --normalize-update-mult)",
+            positive=True,
+        ),
+        Option(
             "normalize",
             str,
             "divide the scores by their max, mean or sum (per tensor; per group for channels)",

@@ -368,23 +368,30 @@ def woodfisher_scores(
     )[0]
 
 
-def woodtaylor_blocks(model, weights, batches, loss_fn, **options):
+def woodtaylor_blocks(
+    model, weights, batches, loss_fn, *, woodtaylor_abs=False, normalize_update=None, **options
+):
     """WoodTaylor scores, with the blocks, diag(F⁻¹) and h = F⁻¹ḡ by weight name.
 
-    ḡ is the mean of the same N gradients that make F (`mean_gradient`). The score is
-    ρ_q = ½ (θ_q − h_q)² / [F⁻¹]_qq; the official ``pruners/woodtaylor.py`` statistic also
-    subtracts ½ ḡᵀF⁻¹ḡ (and then its minimum), constants that do not change the ranking.
-    `options` are `woodtaylor_scores`'s.
+    ḡ is the mean of the same N gradients that make F (`mean_gradient`). The score is the
+    official ``pruners/woodtaylorblock.py`` statistic of each tensor,
+    ρ_q = ½ (θ_q − h_q)² / [F⁻¹]_qq − ½ ḡᵀF⁻¹ḡ (ḡᵀF⁻¹ḡ over the tensor's blocks), optionally
+    its absolute value (``woodtaylor_abs``), minus its minimum over the tensor: a per-tensor
+    shift, which changes a global ranking slightly. `normalize_update` is for the update
+    (`curvprune.criteria.updates`). Other `options` are `woodtaylor_scores`'s.
     """
     names = [w.param_name for w in weights.values()]
     blocks = inverse_fisher_blocks(model, loss_fn, batches, names, **options)
     blocks = blocks.renamed({w.param_name: n for n, w in weights.items()})
     diag = blocks.diag()
-    h = blocks.solve(mean_gradient(blocks))
-    scores = {
-        n: (0.5 * (t.to(torch.float64) - h[n]) ** 2 / diag[n]).to(t.dtype)
-        for n, t in _theta(weights).items()
-    }
+    g = mean_gradient(blocks)
+    h = blocks.solve(g)
+    scores = {}
+    for n, t in _theta(weights).items():
+        stat = 0.5 * (t.to(torch.float64) - h[n]) ** 2 / diag[n] - 0.5 * (g[n] * h[n]).sum()
+        if woodtaylor_abs:
+            stat = stat.abs()
+        scores[n] = (stat - stat.min()).to(t.dtype)
     return scores, blocks, diag, h
 
 
@@ -400,18 +407,27 @@ def woodtaylor_scores(
     fisher_batch_size=1,
     chunk_size=None,
     max_memory=None,
+    woodtaylor_abs=False,
+    normalize_update=None,
 ):
-    """½ (θ_q − h_q)² / [F⁻¹]_qq, h = F⁻¹ḡ (WoodTaylor, WoodFisher's first-order extension).
+    """½ (θ_q − h_q)² / [F⁻¹]_qq − ½ḡᵀF⁻¹ḡ − min, h = F⁻¹ḡ (WoodTaylor, per tensor).
 
     F = λI + (1/N) Σ g gᵀ per block as in `woodfisher_scores`, ḡ the mean of the same N
-    gradients. `prune` applies the update δθ = F⁻¹s − h, s_q = −(θ_q − h_q)/[F⁻¹]_qq on the
-    newly pruned q (`curvprune.curvature.woodfisher.woodtaylor_update`).
+    gradients; the constant and the minimum are taken per tensor, as the official code
+    (`woodtaylor_blocks`). ``woodtaylor_abs``: rank by the statistic's absolute value before
+    the minimum is subtracted (the official ``--woodtaylor-abs``). `prune` applies the update
+    δθ = F⁻¹s − h, s_q = −(θ_q − h_q)/[F⁻¹]_qq on the newly pruned q
+    (`curvprune.curvature.woodfisher.woodtaylor_update`); ``normalize_update=m`` scales a
+    tensor's update whose norm exceeds its weights' norm ‖θ‖ down to m·‖θ‖ (the official
+    ``--normalize-update --normalize-update-mult m``; off by default, as there).
     """
     return woodtaylor_blocks(
         model,
         weights,
         batches,
         loss_fn,
+        woodtaylor_abs=woodtaylor_abs,
+        normalize_update=normalize_update,
         dampening=dampening,
         block_size=block_size,
         num_grads=num_grads,

@@ -42,12 +42,26 @@ def _woodfisher_update(state, theta, keep):
 
 def _woodtaylor_score(model, weights, batches, loss_fn, **options):
     scores, blocks, diag, h = s.woodtaylor_blocks(model, weights, batches, loss_fn, **options)
-    return scores, (blocks, diag, h)
+    return scores, (blocks, diag, h, options.get("normalize_update"))
 
 
 def _woodtaylor_update(state, theta, keep):
-    blocks, diag, h = state
-    return woodtaylor_update(blocks, theta, keep, diag, h)
+    blocks, diag, h, normalize_update = state
+    delta = woodtaylor_update(blocks, theta, keep, diag, h)
+    return delta if normalize_update is None else bounded(delta, theta, normalize_update)
+
+
+def bounded(delta, theta, mult: float):
+    """Each tensor's δθ, scaled to norm mult·‖θ‖ where its norm exceeds ‖θ‖.
+
+    WoodFisher's ``--normalize-update`` (``pruners/woodtaylorblock.py``): the same test and
+    the same scale, including its 1e-9.
+    """
+    out = {}
+    for n, d in delta.items():
+        norm, limit = d.norm(), theta[n].norm()
+        out[n] = d / (norm / (limit * mult) + 1e-9) if norm > limit else d
+    return out
 
 
 #: WoodFisher's OBS update δθ = −F⁻¹ Σ_q e_q θ_q / [F⁻¹]_qq.
