@@ -1150,17 +1150,20 @@ CLAIMS.append(
         "CSV).",
         protocol=WF_PROTOCOL + " Criteria: magnitude (global), diagonal Fisher (`fisher`, ½θ²F), "
         "WoodFisher with the OBS update in 1 round and with 3 recomputation rounds "
-        "(`iterations: 3`), WoodTaylor at λ = 1e-5 and at λ = 0.1 (the paper's WoodTaylor "
-        "dampening on MNIST). Sensitivity at 95%: `num_grads` 32/128/512 and `dampening` "
+        "(`iterations: 3`), WoodTaylor (the official per-tensor statistic) at λ = 1e-5 and at "
+        "λ = 0.1 (the paper's WoodTaylor dampening on MNIST), each with the official update and "
+        "with it bounded by the weights' norm (`normalize_update: 1`, the official "
+        "`--normalize-update`). Sensitivity at 95%: `num_grads` 32/128/512 and `dampening` "
         "1e-5/1e-3/1e-1. Key comparisons: WoodFisher (1 round) minus magnitude and minus "
         "diagonal Fisher.",
         needs_dense="lenet300",
         sweeps=[
+            # first: its rows replace those of WoodTaylor runs made before the per-tensor shift
+            ("woodtaylor_oneshot.yaml", "woodtaylor_lenet300"),
             ("woodfisher_oneshot.yaml", "trained_lenet300"),
             ("woodfisher_rounds.yaml", "trained_lenet300"),
             ("woodfisher_num_grads.yaml", "trained_lenet300"),
             ("woodfisher_dampening.yaml", "trained_lenet300"),
-            ("woodtaylor_dampening.yaml", "trained_lenet300"),
         ],
         settings={
             "magnitude": trained("magnitude"),
@@ -1169,6 +1172,10 @@ CLAIMS.append(
             "WoodFisher, 3 rounds": trained("woodfisher[num_grads=128,iterations=3]"),
             "WoodTaylor": trained("woodtaylor[num_grads=128]"),
             "WoodTaylor λ=1e-1": trained("woodtaylor[dampening=0.1,num_grads=128]"),
+            "WoodTaylor, update bounded": trained("woodtaylor[num_grads=128,normalize_update=1]"),
+            "WoodTaylor λ=1e-1, update bounded": trained(
+                "woodtaylor[dampening=0.1,num_grads=128,normalize_update=1]"
+            ),
             "WF N=32": trained("woodfisher[num_grads=32]"),
             "WF N=512": trained("woodfisher[num_grads=512]"),
             "WF λ=1e-3": trained("woodfisher[dampening=0.001,num_grads=128]"),
@@ -1180,6 +1187,8 @@ CLAIMS.append(
             Comparison("WoodFisher, 3 rounds", "WoodFisher", key=False),
             Comparison("WoodTaylor", "WoodFisher", key=False),
             Comparison("WoodTaylor λ=1e-1", "WoodFisher", key=False),
+            Comparison("WoodTaylor, update bounded", "WoodFisher", key=False),
+            Comparison("WoodTaylor λ=1e-1, update bounded", "WoodFisher", key=False),
             Comparison("WF N=512", "WoodFisher", key=False),
             Comparison("WF N=32", "WoodFisher", key=False),
             Comparison("WF λ=1e-3", "WoodFisher", key=False),
