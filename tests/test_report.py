@@ -171,3 +171,19 @@ def test_every_registered_criterion_has_its_own_fixed_colour():
 
     assert set(CRITERIA) <= set(CRITERION_COLOURS)
     assert len(set(CRITERION_COLOURS.values())) == len(CRITERION_COLOURS)
+
+
+def test_build_report_redraws_a_plot_only_when_results_csv_is_newer(tmp_path):
+    import os
+
+    _write_results(tmp_path, grid(["magnitude"], sparsities=(0.5, 0.9)))
+    build_report(tmp_path)
+    plot = tmp_path / "accuracy_vs_sparsity.png"
+    csv_mtime = (tmp_path / "results.csv").stat().st_mtime_ns
+    plot.write_bytes(b"up to date")
+    os.utime(plot, ns=(csv_mtime + 10**9, csv_mtime + 10**9))  # drawn after the results
+    build_report(tmp_path)
+    assert plot.read_bytes() == b"up to date"  # not redrawn
+    os.utime(plot, ns=(csv_mtime - 10**9, csv_mtime - 10**9))  # results changed since
+    build_report(tmp_path)
+    assert plot.read_bytes()[:4] == b"\x89PNG"

@@ -246,11 +246,8 @@ def build_report(
         raise InvalidArgument(
             f"unknown report format {format!r}; valid: {', '.join(REPORT_FORMATS)}"
         )
-    import matplotlib
+    from curvprune.experiments import report_tables
 
-    from curvprune.experiments import report_plots, report_tables
-
-    matplotlib.use("Agg")
     out_dir = Path(out_dir)
     csv_path = out_dir / "results.csv"
     if not csv_path.is_file():
@@ -270,13 +267,35 @@ def build_report(
         return text
     rows = [r for r in rows if not _diverged(r)]  # no accuracy to draw
     unstructured = [r for r in rows if not _structured(r)]
-    if unstructured:
-        report_plots.plot_accuracy(unstructured, out_dir / "accuracy_vs_sparsity.png", rows)
-        report_plots.plot_layer_density(unstructured, out_dir / "layer_density.png")
     with_macs = [r for r in rows if not math.isnan(_float(r.get("macs_kept")))]
-    if with_macs:
-        report_plots.plot_accuracy_vs_macs(with_macs, out_dir / "accuracy_vs_macs.png", rows)
+    # A plot newer than results.csv is up to date (a sweep whose runs had all finished).
+    wanted = {
+        "accuracy_vs_sparsity.png": bool(unstructured),
+        "layer_density.png": bool(unstructured),
+        "accuracy_vs_macs.png": bool(with_macs),
+    }
+    plots_to_draw = [n for n, w in wanted.items() if w and _stale(out_dir / n, source=csv_path)]
+    if plots_to_draw:
+        import matplotlib
+
+        from curvprune.experiments import report_plots
+
+        matplotlib.use("Agg")
+        draw = {
+            "accuracy_vs_sparsity.png": lambda p: report_plots.plot_accuracy(unstructured, p, rows),
+            "layer_density.png": lambda p: report_plots.plot_layer_density(unstructured, p),
+            "accuracy_vs_macs.png": lambda p: report_plots.plot_accuracy_vs_macs(
+                with_macs, p, rows
+            ),
+        }
+        for name in plots_to_draw:
+            draw[name](out_dir / name)
     return text
+
+
+def _stale(plot: Path, *, source: Path) -> bool:
+    """Whether `plot` must be drawn: missing, or older than the `source` it is drawn from."""
+    return not plot.is_file() or plot.stat().st_mtime_ns < source.stat().st_mtime_ns
 
 
 #: Columns every table needs: without ``seed``, runs of different seeds would be merged.
