@@ -374,6 +374,9 @@ def render_claim(number: int | str, claim: Claim) -> str:
         f"Raw rows: [`docs/claims/{claim.csv_path.name}`](claims/{claim.csv_path.name}).",
         "",
     ]
+    cost = compute_cost(rows)
+    if cost:
+        out += [cost, ""]
     out += [body, ""]
     if claim.figure_path.exists():
         out += [f"![{claim.name}](claims/{claim.figure_path.name})", ""]
@@ -385,6 +388,21 @@ def render_claim(number: int | str, claim: Claim) -> str:
     out += [f"**Verdict: {result}** ({counts})." if signs else f"**Verdict: {result}**.", ""]
     out += [claim.discussion.strip() or "_Discussion not written yet._", ""]
     return "\n".join(out)
+
+
+def compute_cost(rows: Sequence[Mapping[str, str]]) -> str:
+    """One line: the runs' number and their summed wall time (``total_s``), or "" if unknown.
+
+    The times come from runs that may have shared the 2 cores with another job, so they are
+    what the runs cost here, not benchmarks.
+    """
+    times = [float(r["total_s"]) for r in rows if r.get("total_s", "") != ""]
+    if not times:
+        return ""
+    return (
+        f"Compute: {len(rows)} runs, {sum(times) / 60:.0f} min of one core in all (the runs' "
+        "summed `total_s`; the shared dense checkpoint not counted)."
+    )
 
 
 def render_doc(claims: Sequence[Claim]) -> str:

@@ -153,3 +153,9 @@ def test_collect_adds_run_options_that_results_csv_leaves_out(claims, monkeypatc
         ("a", "True"), ("b", "False"), ("a", "True"), ("b", "False")
     ]  # fmt: skip
     assert claims.setting_of(claim, got[0]) == "A"
+
+
+def test_compute_cost_sums_the_runs_wall_times(claims):
+    rows = [{"total_s": "30"}, {"total_s": "90.5"}, {"total_s": ""}]
+    assert claims.compute_cost(rows).startswith("Compute: 3 runs, 2 min of one core in all")
+    assert claims.compute_cost([{"seed": "0"}]) == ""
