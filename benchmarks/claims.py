@@ -907,6 +907,29 @@ CLAIMS.append(
     )
 )
 
+#: Claim 2's criteria: (criterion, display name).
+WARMUP_CRITERIA = [
+    ("snip", "SNIP"),
+    ("grasp", "GraSP pai_code"),
+    ("fts", "FTS"),
+    ("hts", "HTS T=200"),
+]
+
+
+def warmup_settings(criteria: Sequence[tuple[str, str]]) -> dict[str, dict[str, object]]:
+    """Each criterion with and without the BatchNorm warm-up."""
+    return {
+        f"{name}{suffix}": {"criterion": crit, "bn_warmup": warm}
+        for crit, name in criteria
+        for warm, suffix in ((False, ""), (True, " + BN warm-up"))
+    }
+
+
+def warmup_comparisons(criteria: Sequence[tuple[str, str]]) -> list[Comparison]:
+    """With the warm-up minus without, per criterion."""
+    return [Comparison(f"{name} + BN warm-up", name) for _, name in criteria]
+
+
 CLAIMS.append(
     Claim(
         name="bn_warmup",
@@ -927,20 +950,8 @@ CLAIMS.append(
         "Key comparisons: each criterion with warm-up minus without. `num_collapsed` counts "
         "prunable tensors left empty. ResNet-20: claim 2b.",
         sweeps=[("bn_warmup_lenet5_bn.yaml", "bn_warmup")],
-        settings={
-            f"{name}{suffix}": {"criterion": crit, "bn_warmup": warm}
-            for crit, name in (
-                ("snip", "SNIP"),
-                ("grasp", "GraSP pai_code"),
-                ("fts", "FTS"),
-                ("hts", "HTS T=200"),
-            )
-            for warm, suffix in ((False, ""), (True, " + BN warm-up"))
-        },
-        comparisons=[
-            Comparison(f"{n} + BN warm-up", n)
-            for n in ("SNIP", "GraSP pai_code", "FTS", "HTS T=200")
-        ],
+        settings=warmup_settings(WARMUP_CRITERIA),
+        comparisons=warmup_comparisons(WARMUP_CRITERIA),
         extra=["num_collapsed"],
     )
 )
@@ -960,14 +971,8 @@ CLAIMS.append(
         "subset. Seeds 0–2, sparsities 90% and 99% (budget: ~90 s a run on one core). Key "
         "comparisons: each criterion with warm-up minus without.",
         sweeps=[("bn_warmup_resnet20.yaml", "bn_warmup_resnet20")],
-        settings={
-            f"{name}{suffix}": {"criterion": crit, "bn_warmup": warm}
-            for crit, name in (("snip", "SNIP"), ("grasp", "GraSP pai_code"), ("hts", "HTS T=200"))
-            for warm, suffix in ((False, ""), (True, " + BN warm-up"))
-        },
-        comparisons=[
-            Comparison(f"{n} + BN warm-up", n) for n in ("SNIP", "GraSP pai_code", "HTS T=200")
-        ],
+        settings=warmup_settings(WARMUP_CRITERIA[:2] + WARMUP_CRITERIA[3:]),  # no FTS
+        comparisons=warmup_comparisons(WARMUP_CRITERIA[:2] + WARMUP_CRITERIA[3:]),
         extra=["num_collapsed"],
     )
 )
