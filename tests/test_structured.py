@@ -555,3 +555,13 @@ def test_works_under_no_grad_and_keeps_frozen_layers_frozen():
         pruned = prune_channels(model, "l1", None, sparsity=0.3, example_inputs=x)
     assert not pruned.conv1.weight.requires_grad
     assert pruned.layer1[0].conv1.weight.requires_grad
+
+
+def test_latency_timer_import_logs_nothing():
+    """torch.utils.benchmark's cpp_extension import warns on CUDA builds without a CUDA runtime."""
+    import subprocess
+    import sys
+
+    code = "from curvprune.structured.measure import _torch_benchmark; _torch_benchmark()"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stderr == ""

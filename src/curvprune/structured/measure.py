@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import statistics
 from collections.abc import Mapping, Sequence
 
@@ -288,8 +289,7 @@ def measure_latency(
         A `Latency`: ``{batch size: median milliseconds}`` with ``iqr_ms``, ``device`` and
         ``threads`` attributes (``to_dict()`` for JSON).
     """
-    from torch.utils import benchmark
-
+    benchmark = _torch_benchmark()
     positive_int("repeats", repeats)
     if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
         raise InvalidArgument(f"warmup must be a non-negative integer, got {warmup!r}")
@@ -332,3 +332,19 @@ __all__ = [
     "macs_by_weight",
     "measure_latency",
 ]
+
+
+def _torch_benchmark():
+    """`torch.utils.benchmark`, imported without its ``cpp_extension`` import's warning.
+
+    A CUDA build of torch on a machine without the CUDA runtime logs "No CUDA runtime is found"
+    there, which says nothing about the measurement.
+    """
+    log = logging.getLogger("torch.utils.cpp_extension")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        from torch.utils import benchmark
+    finally:
+        log.setLevel(level)
+    return benchmark
