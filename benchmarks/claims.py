@@ -431,7 +431,10 @@ def render_doc(claims: Sequence[Claim]) -> str:
         "code prunes to kept fraction (1−s)^(k/100) in 100 rounds (`original`); the HTS repository "
         "applies s^(k/100) to the pruned fraction, pruning ~99.9% in round 1 (`pai_code`; the FTS "
         "repository has no SynFlow). HP/HTS at T = 200 are the HTS code's defaults; FTS and the "
-        "Fisher criteria have no temperature.",
+        "Fisher criteria have no temperature. Taylor and L1 channel importance: their own "
+        "definitions, unnormalized (`original`), and as the OBA repository ran them, "
+        'Torch-Pruning\'s importances with `normalizer="max"`, Taylor per layer '
+        "(`variant: oba_code`).",
         "",
         "| # | claim | verdict |",
         "|---:|---|---|",
