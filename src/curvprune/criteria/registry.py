@@ -184,7 +184,7 @@ CRITERIA: dict[str, Criterion] = {
         ),
         Criterion(
             "woodtaylor",
-            "½(θ−h)²/[F⁻¹]qq, h = F⁻¹g, WoodTaylor (update F⁻¹s − h in prune)",
+            "½(θ−h)²/[F⁻¹]qq − ½gᵀF⁻¹g − min per tensor, h = F⁻¹g, WoodTaylor (update F⁻¹s − h)",
             s.woodtaylor_scores,
             default_schedule="linear",
             weight_update=WOODTAYLOR_UPDATE,
@@ -192,14 +192,15 @@ CRITERIA: dict[str, Criterion] = {
         # structured only: channel scores for prune_channels
         Criterion(
             "taylor",
-            "|Σ θ⊙g| over each channel's weights, first-order Taylor (structured only)",
+            "|Σ θ⊙g| over each channel's weights, first-order Taylor (variant=oba_code: the OBA "
+            "code's, per layer ÷ group max)",
             None,
             channel_score=ch.taylor_channel,
             variants=ch.CHANNEL_VARIANTS,
         ),
         Criterion(
             "l1",
-            "Σ|θ| over each channel's weights (structured only)",
+            "Σ|θ| over each channel's weights (variant=oba_code: ÷ group max)",
             None,
             data_free=True,
             channel_score=ch.l1_channel,
