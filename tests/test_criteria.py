@@ -230,3 +230,15 @@ def test_one_shot_generator_batches_work_for_two_pass_criteria():
     a = cp.score(model, "fts", iter(batches))
     b = cp.score(model, "fts", batches)
     assert all(torch.allclose(a[n], b[n]) for n in a)
+
+
+def test_criteria_with_a_variant_option_list_their_variants_and_accept_each():
+    from curvprune.criteria.registry import CRITERIA
+
+    model, batches, *_ = _setup(CASES[0])
+    for name, crit in CRITERIA.items():
+        takes = "variant" in crit.options or "variant" in crit.channel_options
+        assert bool(crit.variants) == takes, name
+        assert not crit.variants or crit.variants[0] == "original", name
+        for variant in crit.variants if crit.unstructured else ():
+            cp.score(model, name, batches, variant=variant)
