@@ -803,6 +803,13 @@ WF_PROTOCOL_SHORT = (
 
 CLAIMS: list[Claim] = []
 
+
+def pai_key_comparisons() -> list[Comparison]:
+    """Claim 1's key comparisons: HTS and HP at T = 200 against the HTS code's baselines."""
+    baselines = ("SNIP", "GraSP pai_code", "SynFlow pai_code", "FTS", "magnitude", "random")
+    return [Comparison(a, b) for a in ("HTS T=200", "HP T=200") for b in baselines]
+
+
 CLAIMS.append(
     Claim(
         name="pai_ordering",
@@ -838,18 +845,7 @@ CLAIMS.append(
             "random": init300("random[exclude=5.weight]"),
         },
         comparisons=[
-            *(
-                Comparison(a, b)
-                for a in ("HTS T=200", "HP T=200")
-                for b in (
-                    "SNIP",
-                    "GraSP pai_code",
-                    "SynFlow pai_code",
-                    "FTS",
-                    "magnitude",
-                    "random",
-                )
-            ),
+            *pai_key_comparisons(),
             Comparison("HTS T=200", "GraSP original", key=False),
             Comparison("HTS T=200", "SynFlow original", key=False),
             Comparison("HP T=200", "GraSP original", key=False),
@@ -890,18 +886,7 @@ CLAIMS.append(
             )
         },
         comparisons=[
-            *(
-                Comparison(a, b)
-                for a in ("HTS T=200", "HP T=200")
-                for b in (
-                    "SNIP",
-                    "GraSP pai_code",
-                    "SynFlow pai_code",
-                    "FTS",
-                    "magnitude",
-                    "random",
-                )
-            ),
+            *pai_key_comparisons(),
             Comparison("HTS T=200", "GraSP original", key=False),
             Comparison("HTS T=200", "SynFlow original", key=False),
             Comparison("HP T=200", "SynFlow original", key=False),
