@@ -122,6 +122,25 @@ def _wandb_logger(args: argparse.Namespace, group: str | None = None):
     return lambda result: log_wandb(project, result, group=group, wandb=module)
 
 
+def _logged_run(run: Any, args: argparse.Namespace, cfg: Any, out: Any, **kwargs: Any):
+    """``run(cfg, ...)`` with the flags' logging, process group and checkpointing.
+
+    ``run`` is `train_dense` or `run_experiment`. Returns its result on the main rank, None
+    on the others.
+    """
+    with support.logging_for(args, out), launch.process_group(cfg.device):
+        result = run(
+            cfg,
+            out_dir=out,
+            quiet=getattr(args, "quiet", False),
+            tensorboard=getattr(args, "tensorboard", None),
+            log=support.logger.info,
+            **support.checkpointing(args),
+            **kwargs,
+        )
+        return result if launch.is_main() else None  # asked while the group is up
+
+
 def _cmd_train(args: argparse.Namespace) -> None:
     from curvprune.experiments.regimes import train_dense
 
@@ -131,18 +150,9 @@ def _cmd_train(args: argparse.Namespace) -> None:
     if getattr(args, "out", None) is None:
         raise InvalidArgument("train needs --out DIR (or out: DIR in the --config file)")
     to_wandb = _wandb_logger(args)
-    quiet = getattr(args, "quiet", False)
-    with support.logging_for(args, args.out), launch.process_group(cfg.device):
-        result = train_dense(
-            cfg,
-            out_dir=args.out,
-            quiet=quiet,
-            tensorboard=getattr(args, "tensorboard", None),
-            log=support.logger.info,
-            **support.checkpointing(args),
-        )
-        if not launch.is_main():
-            return
+    result = _logged_run(train_dense, args, cfg, args.out)
+    if result is None:
+        return
     if to_wandb is not None:
         to_wandb(result)
     print(
@@ -160,18 +170,9 @@ def _cmd_prune(args: argparse.Namespace) -> None:
     quiet = getattr(args, "quiet", False)
     out = getattr(args, "out", None)
     to_wandb = _wandb_logger(args)
-    with support.logging_for(args, out), launch.process_group(cfg.device):
-        r = run_experiment(
-            cfg,
-            out_dir=out,
-            save_model=out is not None,
-            quiet=quiet,
-            tensorboard=getattr(args, "tensorboard", None),
-            log=support.logger.info,
-            **support.checkpointing(args),
-        )
-        if not launch.is_main():
-            return
+    r = _logged_run(run_experiment, args, cfg, out, save_model=out is not None)
+    if r is None:
+        return
     if to_wandb is not None:
         to_wandb(r)
     wrote = f"; wrote {Path(out) / 'result.json'}" if out else ""
