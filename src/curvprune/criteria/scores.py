@@ -368,17 +368,15 @@ def woodfisher_scores(
     )[0]
 
 
-def woodtaylor_blocks(
-    model, weights, batches, loss_fn, *, woodtaylor_abs=False, normalize_update=None, **options
-):
+def woodtaylor_blocks(model, weights, batches, loss_fn, *, woodtaylor_abs=False, **options):
     """WoodTaylor scores, with the blocks, diag(F⁻¹) and h = F⁻¹ḡ by weight name.
 
     ḡ is the mean of the same N gradients that make F (`mean_gradient`). The score is the
     official ``pruners/woodtaylorblock.py`` statistic of each tensor,
     ρ_q = ½ (θ_q − h_q)² / [F⁻¹]_qq − ½ ḡᵀF⁻¹ḡ (ḡᵀF⁻¹ḡ over the tensor's blocks), optionally
     its absolute value (``woodtaylor_abs``), minus its minimum over the tensor: a per-tensor
-    shift, which changes a global ranking slightly. `normalize_update` is for the update
-    (`curvprune.criteria.updates`). Other `options` are `woodtaylor_scores`'s.
+    shift, which changes a global ranking slightly. Other `options` are `woodtaylor_scores`'s
+    but ``normalize_update``, which only the update reads (`curvprune.criteria.updates`).
     """
     names = [w.param_name for w in weights.values()]
     blocks = inverse_fisher_blocks(model, loss_fn, batches, names, **options)
@@ -427,7 +425,6 @@ def woodtaylor_scores(
         batches,
         loss_fn,
         woodtaylor_abs=woodtaylor_abs,
-        normalize_update=normalize_update,
         dampening=dampening,
         block_size=block_size,
         num_grads=num_grads,

@@ -40,9 +40,9 @@ def _woodfisher_update(state, theta, keep):
     return obs_update(blocks, theta, keep, diag)
 
 
-def _woodtaylor_score(model, weights, batches, loss_fn, **options):
+def _woodtaylor_score(model, weights, batches, loss_fn, *, normalize_update=None, **options):
     scores, blocks, diag, h = s.woodtaylor_blocks(model, weights, batches, loss_fn, **options)
-    return scores, (blocks, diag, h, options.get("normalize_update"))
+    return scores, (blocks, diag, h, normalize_update)
 
 
 def _woodtaylor_update(state, theta, keep):

@@ -407,7 +407,7 @@ class _RunOptions:
                 )
         variants = _criterion(self.criterion, structured=self.structured).variants
         _check(
-            self.variant is None or "variant" not in accepted or self.variant in variants,
+            self.variant is None or self.variant in variants,
             f"--variant {self.variant} does not apply to criterion {self.criterion} (its "
             f"variants: {', '.join(variants)})",
         )
