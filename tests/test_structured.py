@@ -160,7 +160,7 @@ def test_channel_scores_match_brute_force_sums():
         )
         for root, want in _expected(references[name][0], reduction, "none").items():
             torch.testing.assert_close(raw[root], want, rtol=RTOL, atol=ATOL, msg=name)
-        with pytest.raises(InvalidArgument, match="variant of taylor and l1 must be one of"):
+        with pytest.raises(InvalidArgument, match="variant must be one of original, oba_code"):
             channel_scores(model, name, batches, example_inputs=x, variant="pai_code")
     # HTS: the same sums over |θg + ½θ²D| with the library's own Hutchinson diagonal
     theta = {n: p.detach() for n, p in model.named_parameters()}

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from curvprune._core.params import trainable_parameters
-from curvprune.criteria.scores import DEFAULT_TEMPERATURE, with_temperature
+from curvprune.criteria.scores import DEFAULT_TEMPERATURE, check_variant, with_temperature
 from curvprune.criteria.terms import first_order, hessian_term, obd, taylor_sensitivity
 from curvprune.curvature.fisher import empirical_fisher_diag
 from curvprune.curvature.gauss_newton import oba_curvature_product
@@ -112,7 +112,7 @@ def taylor_channel(
     |Σ over the layer's slice of θ ⊙ g|, ÷ the group's max. ``normalize`` defaults to the
     variant's ("none", or "max" for "oba_code").
     """
-    variant = check_channel_variant(variant)
+    variant = check_variant(variant, CHANNEL_VARIANTS)
     normalize = check_normalize(_variant_normalize(variant) if normalize is None else normalize)
     theta = _theta(model)
     g = loss_gradient(model, loss_fn, batches)
@@ -130,19 +130,9 @@ def l1_channel(
     averages over the group's layers where this sums; the max normalization cancels the
     difference). ``normalize`` defaults to the variant's ("none", or "max" for "oba_code").
     """
-    variant = check_channel_variant(variant)
+    variant = check_variant(variant, CHANNEL_VARIANTS)
     normalize = check_normalize(_variant_normalize(variant) if normalize is None else normalize)
     return ChannelTerms({n: t.abs() for n, t in _theta(model).items()}, "sum", normalize)
-
-
-def check_channel_variant(variant: object) -> str:
-    """`variant` of `taylor`/`l1` if it is one of `CHANNEL_VARIANTS`; else an error."""
-    if variant not in CHANNEL_VARIANTS:
-        raise InvalidArgument(
-            f"variant of taylor and l1 must be one of {', '.join(CHANNEL_VARIANTS)}, "
-            f"got {variant!r}"
-        )
-    return variant
 
 
 def _variant_normalize(variant: str) -> str:

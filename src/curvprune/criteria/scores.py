@@ -82,10 +82,10 @@ def _divided(out, temperature: float):
     )
 
 
-def check_variant(variant: object) -> str:
-    """`variant` if it is one of `VARIANTS`; else an error listing them."""
-    if variant not in VARIANTS:
-        raise InvalidArgument(f"variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
+def check_variant(variant: object, valid: tuple[str, ...] = VARIANTS) -> str:
+    """`variant` if it is one of `valid` (default `VARIANTS`); else an error listing them."""
+    if variant not in valid:
+        raise InvalidArgument(f"variant must be one of {', '.join(valid)}, got {variant!r}")
     return variant
 
 
