@@ -1083,10 +1083,13 @@ CLAIMS.append(
         needs_dense="resnet20",
         x="macs_target",
         sweeps=[
+            # first, in their own folder: their run ids equal those of oba_code runs made
+            # before oba_code left biases out, whose rows must not be reused
+            ("oba_structured_baselines.yaml", "oba_structured_oba_code"),
+            ("oba_structured_baselines_finetune.yaml", "oba_structured_oba_code"),
+            ("oba_structured_recalibrated_oba_code.yaml", "oba_structured_oba_code"),
             ("oba_structured_resnet20.yaml", "oba_structured"),
             ("oba_structured_finetune.yaml", "oba_structured"),
-            ("oba_structured_baselines.yaml", "oba_structured"),
-            ("oba_structured_baselines_finetune.yaml", "oba_structured"),
             ("oba_structured_recalibrated.yaml", "oba_structured"),
         ],
         settings={

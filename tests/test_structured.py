@@ -149,16 +149,23 @@ def test_channel_scores_match_brute_force_sums():
         assert set(got) == set(want), name
         for root in want:
             torch.testing.assert_close(got[root], want[root], rtol=RTOL, atol=ATOL, msg=name)
-    # the OBA repository's baselines: Taylor per layer, both ÷ the group max
+    # the OBA repository's baselines: no bias or β terms (Torch-Pruning's bias=False), Taylor
+    # per layer, both ÷ the group max
     references = _references(model, batches)
     for name, reduction in (("taylor", "layer_abs"), ("l1", "sum")):
+        terms = {
+            n: torch.zeros_like(t) if n.endswith("bias") else t
+            for n, t in references[name][0].items()
+        }
         got = channel_scores(model, name, batches, example_inputs=x, variant="oba_code")
-        for root, want in _expected(references[name][0], reduction, "max").items():
+        for root, want in _expected(terms, reduction, "max").items():
             torch.testing.assert_close(got[root], want, rtol=RTOL, atol=ATOL, msg=name)
+        with_biases = _expected(references[name][0], reduction, "max")
+        assert not all(torch.allclose(got[r], with_biases[r]) for r in got), name
         raw = channel_scores(
             model, name, batches, example_inputs=x, variant="oba_code", normalize="none"
         )
-        for root, want in _expected(references[name][0], reduction, "none").items():
+        for root, want in _expected(terms, reduction, "none").items():
             torch.testing.assert_close(raw[root], want, rtol=RTOL, atol=ATOL, msg=name)
         with pytest.raises(InvalidArgument, match="variant must be one of original, oba_code"):
             channel_scores(model, name, batches, example_inputs=x, variant="pai_code")

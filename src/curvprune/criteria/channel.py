@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor
 
 from curvprune._core.params import trainable_parameters
@@ -109,15 +110,17 @@ def taylor_channel(
 
     ``variant="oba_code"``: the OBA paper's Taylor baseline, Torch-Pruning's
     ``TaylorImportance(multivariable=True, normalizer="max")``: Σ over the group's layers of
-    |Σ over the layer's slice of θ ⊙ g|, ÷ the group's max. ``normalize`` defaults to the
-    variant's ("none", or "max" for "oba_code").
+    |Σ over the layer's slice of θ ⊙ g| with biases and β left out, ÷ the group's max.
+    ``normalize`` defaults to the variant's ("none", or "max" for "oba_code").
     """
     variant = check_variant(variant, CHANNEL_VARIANTS)
     normalize = check_normalize(_variant_normalize(variant) if normalize is None else normalize)
     theta = _theta(model)
     g = loss_gradient(model, loss_fn, batches)
-    reduction = "layer_abs" if variant == "oba_code" else "abs"
-    return ChannelTerms({n: first_order(t, g[n]) for n, t in theta.items()}, reduction, normalize)
+    terms = {n: first_order(t, g[n]) for n, t in theta.items()}
+    if variant == "oba_code":
+        return ChannelTerms(_without_biases(terms), "layer_abs", normalize)
+    return ChannelTerms(terms, "abs", normalize)
 
 
 def l1_channel(
@@ -126,13 +129,25 @@ def l1_channel(
     """Σ |θ| over all of a channel's weights (the group L1 norm); data-free.
 
     ``variant="oba_code"``: the OBA paper's Weight baseline, Torch-Pruning's
-    ``MagnitudeImportance(p=1, normalizer="max")``: the same sum ÷ the group's max (Torch-Pruning
-    averages over the group's layers where this sums; the max normalization cancels the
-    difference). ``normalize`` defaults to the variant's ("none", or "max" for "oba_code").
+    ``MagnitudeImportance(p=1, normalizer="max")``: the same sum without biases and β, ÷ the
+    group's max (Torch-Pruning averages over the group's layers where this sums; the max
+    normalization cancels the difference). ``normalize`` defaults to the variant's ("none",
+    or "max" for "oba_code").
     """
     variant = check_variant(variant, CHANNEL_VARIANTS)
     normalize = check_normalize(_variant_normalize(variant) if normalize is None else normalize)
-    return ChannelTerms({n: t.abs() for n, t in _theta(model).items()}, "sum", normalize)
+    terms = {n: t.abs() for n, t in _theta(model).items()}
+    return ChannelTerms(
+        _without_biases(terms) if variant == "oba_code" else terms, "sum", normalize
+    )
+
+
+def _without_biases(terms: dict[str, Tensor]) -> dict[str, Tensor]:
+    """`terms` with each bias's (BatchNorm/LayerNorm β too) set to 0.
+
+    Torch-Pruning's importances leave biases out by default (``bias=False``).
+    """
+    return {n: torch.zeros_like(t) if n.endswith("bias") else t for n, t in terms.items()}
 
 
 def _variant_normalize(variant: str) -> str:
