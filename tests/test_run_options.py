@@ -195,8 +195,8 @@ def test_run_ids_recorded_before_later_options_existed_are_unchanged():
 
 
 def test_a_variant_is_checked_against_the_criterion_and_reset_in_sweeps():
-    with pytest.raises(InvalidArgument, match=r"--variant oba_code does not apply to criterion "
-                       r"grasp \(its variants: original, pai_code\)"):  # fmt: skip
+    with pytest.raises(InvalidArgument, match=r"--variant must be one of original, pai_code for "
+                       r"criterion 'grasp', got 'oba_code'"):  # fmt: skip
         RunConfig(criterion="grasp", variant="oba_code").validate()
     RunConfig(
         criterion="taylor", structured=True, channel_sparsity=0.5, variant="oba_code"
