@@ -294,3 +294,11 @@ def test_score_mode_is_an_option_of_runs_and_only_changes_ids_when_it_changes_th
     )
     with pytest.raises(InvalidArgument, match="--score-mode must be one of eval, train"):
         RunConfig(score_mode="test").validate()
+
+
+def test_a_variant_whose_computation_changed_gets_a_new_run_id():
+    """GraSP's pai_code now takes g and Hg over every parameter (issue 20 (1)): its runs
+    recorded before compute something else, so a resumed sweep must not take them."""
+    assert RunConfig(criterion="grasp").run_id() == "grasp-init-s0.9-seed0-b031fc052e"
+    before = "grasp-init-s0.9-seed0-2e44b17798"  # variant pai_code, computed before the change
+    assert RunConfig(criterion="grasp", variant="pai_code").run_id() != before

@@ -51,6 +51,9 @@ class Criterion:
         variant_defaults: ``(variant, ((setting, value), ...))`` pairs: what a ``variant``
             changes beyond its score function, read by `Criterion.setting` (``schedule``,
             the scoring ``mode``, ``biases``).
+        revisions: ``(variant, note)`` pairs for variants whose computation changed after runs
+            were recorded: the note enters those runs' ids, so that a resumed sweep re-runs
+            them instead of taking the old results for the new computation.
 
     Each ``str`` option's valid values are declared once, as the ``Literal`` annotation of the
     score function's keyword (`Criterion.choices`); checks, the CLI's choices and
@@ -67,6 +70,7 @@ class Criterion:
     weight_update: WeightUpdate | None = None
     score_batch_size: int | None = None
     variant_defaults: tuple[tuple[str, tuple[tuple[str, object], ...]], ...] = ()
+    revisions: tuple[tuple[str, str], ...] = ()
 
     def setting(self, name: str, options: Mapping, default: object = None) -> object:
         """A setting for these options.
@@ -190,6 +194,7 @@ CRITERIA: dict[str, Criterion] = {
             "θ⊙(Hg) at logits/200, GraSP (variant=pai_code: −θ⊙(Hg) with g over every "
             "parameter, the FTS/HTS code)",
             s.grasp_scores,
+            revisions=(("pai_code", "g and Hg over every parameter"),),
         ),
         Criterion(
             "synflow",

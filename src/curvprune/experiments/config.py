@@ -281,8 +281,11 @@ class _RunOptions:
         Unset (None) options are left out, so that declaring a new option changes no id. The
         scoring batch size enters as the size actually used, and only where it differs from
         ``--batch-size``: runs recorded before ``--score-batch-size`` existed scored in batches
-        of ``--batch-size`` and keep their ids.
+        of ``--batch-size`` and keep their ids. A variant whose computation changed
+        (``Criterion.revisions``) adds its note, so that its old runs are not taken for new.
         """
+        from curvprune import CRITERIA
+
         normalized = self.normalized()
         identity = {
             k: v
@@ -297,6 +300,10 @@ class _RunOptions:
             identity["score_batch_size"] = scoring
         if identity.get("score_mode") == normalized.scoring_mode(default=True):
             del identity["score_mode"]  # the criterion's own mode, said explicitly
+        crit = CRITERIA.get(self.criterion)
+        revision = dict(getattr(crit, "revisions", ())).get(normalized.variant)
+        if revision is not None:
+            identity["revision"] = revision
         digest = hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
         return f"{self.criterion}-{self.at}-{self.target()}-seed{self.seed}-{digest}"
 
