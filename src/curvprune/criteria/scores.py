@@ -398,7 +398,10 @@ def fbss_scores(
     """((F + λ)/2) (θ − g/(F + λ))² (Fisher Brain Surgeon Sensitivity, FTS paper).
 
     The diagonal OBS statistic with the gradient term. The FTS code has λ = 0 and divides by
-    zero wherever F = 0; λ = `dampening` > 0 (default 1e-8) keeps the scores finite. With
+    zero wherever F = 0 (weights that never get a gradient): its score is NaN there, which its
+    top-k keeps before every number, so at high sparsity its kept set is made of exactly those
+    weights. λ = `dampening` > 0 (default 1e-8) keeps the scores finite, ≈ (λ/2)θ² there, so
+    they are pruned first. With
     ``fisher_batch_size=1`` F is the per-sample empirical Fisher, the FTS code's B·F̂ at B = 1.
     """
     g = _at(weights, loss_gradient(model, loss_fn, batches))
