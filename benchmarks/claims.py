@@ -436,6 +436,19 @@ def render_doc(claims: Sequence[Claim]) -> str:
         'Torch-Pruning\'s importances with `normalizer="max"`, Taylor per layer '
         "(`variant: oba_code`).",
         "",
+        "**Rows that predate issue 20** (side by side with the official code). GraSP with "
+        "`variant: pai_code` (claims 1a, 1b, 2a, 2b) was computed with g and Hg restricted to "
+        "the prunable weights; `pai_code` now takes both over every parameter, biases, "
+        "BatchNorm and the dense classifier included, as the FTS/HTS code does, and its run ids "
+        "changed, so re-running those claims computes them afresh (remove the old runs' rows "
+        "from the sweeps' `results.csv` first, or both are collected). HP and HTS (claims 1a, "
+        "1b, 2a, 2b) were scored in batches of `batch_size` 128, before `score_batch_size` "
+        "existed: with `score_per_class: 10` that is one batch of 100 images and 10 "
+        "Hutchinson probes in all, where the HTS code scores one image per batch with 10 fresh "
+        "probes each (1,000), the default now; their configs pin `score_batch_size: 128`, so "
+        "their run ids are unchanged and re-running finds them. Every criterion was already "
+        "scored in eval mode by the command line, so no other row changes.",
+        "",
         "| # | claim | verdict |",
         "|---:|---|---|",
     ]

@@ -55,12 +55,11 @@ def test_first_and_second_order_criteria(case):
     hg = _dense_restricted_hvp(model, batches, weights, g, h)
     want = {n: t * hg[n] for n, t in theta.items()}
     _close(cp.score(model, "grasp", batches, temperature=1), want)
-    _close(
-        cp.score(model, "grasp", batches, temperature=1, variant="pai_code"),
-        {n: -s for n, s in want.items()},
-    )
-    # the PaI repositories' GraSP has no temperature: pai_code's default T is 1
-    _close(cp.score(model, "grasp", batches, variant="pai_code"), {n: -s for n, s in want.items()})
+    # the PaI repositories' GraSP: g and the product over every parameter, no temperature
+    h_g_all = ref.unflatten(model, h @ ref.flatten(g_all, model))
+    pai = {n: -t * h_g_all[weights[n].param_name] for n, t in theta.items()}
+    _close(cp.score(model, "grasp", batches, temperature=1, variant="pai_code"), pai)
+    _close(cp.score(model, "grasp", batches, variant="pai_code"), pai)
     # OBA: (H − G)θ, G = Jᵀ(∇²ℓ)J from explicit Jacobians; oba_full: the full H
     h_theta = _dense_restricted_hvp(model, batches, weights, theta, h)
     r_theta = _dense_restricted_hvp(

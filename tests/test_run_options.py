@@ -195,8 +195,8 @@ def test_run_ids_recorded_before_later_options_existed_are_unchanged():
 
 
 def test_a_variant_is_checked_against_the_criterion_and_reset_in_sweeps():
-    with pytest.raises(InvalidArgument, match=r"--variant oba_code does not apply to criterion "
-                       r"grasp \(its variants: original, pai_code\)"):  # fmt: skip
+    with pytest.raises(InvalidArgument, match=r"--variant must be one of original, pai_code for "
+                       r"criterion 'grasp', got 'oba_code'"):  # fmt: skip
         RunConfig(criterion="grasp", variant="oba_code").validate()
     RunConfig(
         criterion="taylor", structured=True, channel_sparsity=0.5, variant="oba_code"
@@ -207,3 +207,98 @@ def test_a_variant_is_checked_against_the_criterion_and_reset_in_sweeps():
     assert sorted((c.criterion, str(c.variant)) for c in runs) == [
         ("grasp", "None"), ("grasp", "pai_code"), ("snip", "None")
     ]  # fmt: skip
+
+
+def test_a_criterions_own_valid_values_are_checked_before_any_data_loads(monkeypatch, capsys):
+    """Issue 20 (8): --normalize mean is valid for channels but not for oba's weight scores."""
+    from curvprune.cli import main
+    from curvprune.experiments import runner
+
+    def no_data(*args, **kwargs):
+        raise AssertionError("data loaded before the options were checked")
+
+    monkeypatch.setattr(runner.Run, "__init__", no_data)
+    code = main(["prune", "--criterion", "oba", "--normalize", "mean", "--epochs", "0"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "--normalize must be one of none, max for criterion 'oba', got 'mean'" in err
+    with pytest.raises(InvalidArgument, match="normalize must be one of none, max for criterion"):
+        cp.score(nn.Sequential(nn.Linear(2, 2)), "oba", [], normalize="mean")
+    RunConfig(criterion="oba", structured=True, channel_sparsity=0.5, normalize="mean").validate()
+    # a sweep over both resets the value where the criterion does not take it
+    runs = expand_grid({"criteria": ["oba"], "normalize": ["max", "mean"], "sparsity": 0.5})
+    assert sorted(str(c.normalize) for c in runs) == ["None", "max"]
+
+
+def test_score_batch_size_defaults_to_the_papers_code_and_keeps_recorded_run_ids():
+    """Issue 20 (9): HTS/HP score one sample per batch (the HTS code); ids recorded before the
+    option existed (scored in batches of --batch-size) are unchanged."""
+    assert RunConfig(criterion="hts").scoring_batch_size() == 1
+    assert RunConfig(criterion="hp").scoring_batch_size() == 1
+    assert RunConfig(criterion="snip").scoring_batch_size() == 128
+    assert RunConfig(criterion="hts", score_batch_size=16).scoring_batch_size() == 16
+    # ids computed with the code before --score-batch-size existed
+    recorded = {
+        "hts-init-s0.9-seed0-f8977b32c2": {
+            "criterion": "hts",
+            "score_per_class": 10,
+            "exclude": ("fc*",),
+        },  # fmt: skip
+        "hp-init-s0.9-seed0-5006068072": {"criterion": "hp", "temperature": 1.0},
+        "snip-init-s0.98-seed0-a8331da05e": {"criterion": "snip", "sparsity": 0.98},
+        "hts-init-ch0.5-seed0-89adccb481": {
+            "criterion": "hts",
+            "structured": True,
+            "channel_sparsity": 0.5,
+        },  # fmt: skip
+    }
+    for run_id, options in recorded.items():
+        old = RunConfig(**options, score_batch_size=128)  # what those runs did
+        assert old.run_id() == run_id
+        if options["criterion"] == "snip":
+            assert RunConfig(**options).run_id() == run_id
+        else:  # the new default scores differently, so it is a new run
+            assert RunConfig(**options).run_id() != run_id
+    with pytest.raises(InvalidArgument, match="--score-batch-size must be a positive integer"):
+        RunConfig(score_batch_size=0).validate()
+
+
+def test_hts_scores_in_batches_of_one_and_result_json_records_it(monkeypatch):
+    from curvprune.criteria import scores
+
+    seen = []
+    real = scores._hutchinson
+
+    def spy(model, loss_fn, batches, **kwargs):
+        seen.append([len(y) for _, y in batches])
+        return real(model, loss_fn, batches, **kwargs)
+
+    monkeypatch.setattr(scores, "_hutchinson", spy)
+    cfg = RunConfig(criterion="hts", score_per_class=2, num_probes=1, **FAST)
+    result = run_experiment(cfg)
+    assert seen == [[1] * 20]  # 2 per class, 10 classes, one per batch: 10 fresh probes each
+    assert result["score_batch_size"] == 1 and result["score_mode"] == "eval"
+    seen.clear()
+    result = run_experiment(RunConfig(**{**cfg.to_dict(), "score_batch_size": 8}))
+    assert seen == [[8, 8, 4]] and result["score_batch_size"] == 8
+
+
+def test_score_mode_is_an_option_of_runs_and_only_changes_ids_when_it_changes_the_mode():
+    base = RunConfig(criterion="snip")
+    assert RunConfig(criterion="snip", score_mode="eval").run_id() == base.run_id()
+    assert RunConfig(criterion="snip", score_mode="train").run_id() != base.run_id()
+    code = RunConfig(criterion="oba", variant="oba_code")
+    assert code.scoring_mode() == "train"
+    assert RunConfig(criterion="oba", variant="oba_code", score_mode="train").run_id() == (
+        code.run_id()
+    )
+    with pytest.raises(InvalidArgument, match="--score-mode must be one of eval, train"):
+        RunConfig(score_mode="test").validate()
+
+
+def test_a_variant_whose_computation_changed_gets_a_new_run_id():
+    """GraSP's pai_code now takes g and Hg over every parameter (issue 20 (1)): its runs
+    recorded before compute something else, so a resumed sweep must not take them."""
+    assert RunConfig(criterion="grasp").run_id() == "grasp-init-s0.9-seed0-b031fc052e"
+    before = "grasp-init-s0.9-seed0-2e44b17798"  # variant pai_code, computed before the change
+    assert RunConfig(criterion="grasp", variant="pai_code").run_id() != before

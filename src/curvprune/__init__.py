@@ -29,6 +29,7 @@ Example:
 import importlib
 
 from curvprune._core.params import Excluding, prunable_weights
+from curvprune._core.state import SCORING_MODES
 from curvprune._version import __version__
 from curvprune.criteria import CRITERIA, OPTIONS, Criterion, score
 from curvprune.curvature import (
@@ -103,6 +104,7 @@ __all__ = [
     # criteria
     "CRITERIA",
     "OPTIONS",
+    "SCORING_MODES",
     "Criterion",
     "score",
     # pruning

@@ -182,6 +182,21 @@ def prunable_weights(model: nn.Module, prunable: Selector = None) -> dict[str, P
     return chosen
 
 
+def with_biases(model: nn.Module, weights: Mapping[str, PrunableWeight]) -> dict:
+    """`weights` and, after each weight, its module's trainable ``bias``.
+
+    OBA's code prunes the biases of every layer it scores, under its weights' threshold.
+    """
+    candidates = _all_weights(model)
+    out = {}
+    for name, w in weights.items():
+        out[name] = w
+        bias = name[: -len(w.attr)] + "bias"
+        if w.attr == "weight" and bias in candidates and candidates[bias].module is w.module:
+            out[bias] = candidates[bias]
+    return out
+
+
 def check_param_dict(
     value: object, model: nn.Module, what: str, *, allow_missing: bool = True
 ) -> dict[str, Tensor]:

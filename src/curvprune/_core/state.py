@@ -9,6 +9,19 @@ import torch
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from curvprune.errors import InvalidArgument
+
+#: The train/eval flags a model is scored with: "eval" (BatchNorm's running statistics, no
+#: dropout), every criterion's default, or "train" (batch statistics, dropout on).
+SCORING_MODES = ("eval", "train")
+
+
+def check_mode(mode: object) -> str:
+    """`mode` if it is one of `SCORING_MODES`; else an error listing them."""
+    if mode not in SCORING_MODES:
+        raise InvalidArgument(f"mode must be one of {', '.join(SCORING_MODES)}, got {mode!r}")
+    return mode
+
 
 @contextlib.contextmanager
 def modes_kept(model: nn.Module, *, eval: bool = False) -> Iterator[nn.Module]:
@@ -25,6 +38,14 @@ def modes_kept(model: nn.Module, *, eval: bool = False) -> Iterator[nn.Module]:
     finally:
         for m, training in modes:
             m.training = training
+
+
+@contextlib.contextmanager
+def scoring_mode(model: nn.Module, mode: str) -> Iterator[nn.Module]:
+    """Score `model` in `mode` (one of `SCORING_MODES`); every module's flag is restored."""
+    with modes_kept(model):
+        model.train(check_mode(mode) == "train")
+        yield model
 
 
 @contextlib.contextmanager

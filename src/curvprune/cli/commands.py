@@ -106,6 +106,25 @@ def _cmd_list(args: argparse.Namespace) -> None:
         width = max(map(len, entries), default=0)
         for name, text in entries.items():
             print(f"  {name:<{width}}  {text}")
+            if title == "criteria" and _choice_text(CRITERIA[name]):
+                print(f"  {'':<{width}}    valid: {_choice_text(CRITERIA[name])}")
+
+
+def _choice_text(crit: Any) -> str:
+    """Each of the criterion's ``str`` options with its own valid values (from its scores)."""
+    parts = []
+    for option in dict.fromkeys((*crit.options, *crit.channel_options)):
+        weights = crit.choices(option) if crit.unstructured else None
+        channels = crit.choices(option, structured=True) if crit.structured else None
+        if weights is None and channels is None:
+            continue
+        text = f"--{option.replace('_', '-')} " + "|".join(weights or channels)
+        if weights and channels and weights != channels:
+            text += f" (channels: {'|'.join(channels)})"
+        elif crit.unstructured and crit.structured:
+            text += " (channels)" if weights is None else " (weights)" * (channels is None)
+        parts.append(text)
+    return "; ".join(parts)
 
 
 def _wandb_logger(args: argparse.Namespace, group: str | None = None):

@@ -135,6 +135,19 @@ def _add_run_options(p: argparse.ArgumentParser, *, pruning: bool) -> None:
         help="score on N training examples of each class instead of --score-samples (the HTS "
         "paper uses 10)",
     )
+    g.add_argument(
+        "--score-batch-size",
+        type=int,
+        metavar="B",
+        help="samples per scoring batch (default: the criterion's code's, 1 for hp and hts "
+        "as the HTS code, whose probes are drawn per batch; else --batch-size)",
+    )
+    g.add_argument(
+        "--score-mode",
+        choices=_choices("score_mode"),
+        help="train/eval flags while scoring (default: eval; train for oba/oba_full "
+        "--variant oba_code, as the OBA code)",
+    )
     g.add_argument("--iterations", type=int,
                    help="rounds of pruning (default: the criterion's, e.g. oba 49)")  # fmt: skip
     g.add_argument(
@@ -216,7 +229,7 @@ def _add_run_options(p: argparse.ArgumentParser, *, pruning: bool) -> None:
 def _add_criterion_options(p: argparse.ArgumentParser) -> None:
     """One flag per declared criterion option (`curvprune.criteria.OPTIONS`), help included."""
     from curvprune.criteria import OPTIONS
-    from curvprune.criteria.registry import criteria_taking
+    from curvprune.criteria.registry import criteria_taking, option_choices
 
     g = p.add_argument_group("criterion options (each criterion takes some; default: its own)")
     for name, opt in OPTIONS.items():
@@ -226,8 +239,9 @@ def _add_criterion_options(p: argparse.ArgumentParser) -> None:
             kwargs["action"] = argparse.BooleanOptionalAction
         else:
             kwargs["type"] = opt.type
-            if opt.choices is not None:
-                kwargs["choices"] = opt.choices
+            choices = option_choices(name)  # each criterion's own, checked per criterion later
+            if choices is not None:
+                kwargs["choices"] = choices
             if opt.size:
                 kwargs["metavar"] = "SIZE"
         g.add_argument(opt.flag, **kwargs)
@@ -239,12 +253,14 @@ DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
 
 def _choices(option: str) -> tuple[str, ...]:
     """The valid values of an enumerated run option, from where the option is defined."""
+    from curvprune._core.state import SCORING_MODES
     from curvprune.experiments.config import REGIMES
     from curvprune.pruning import SCHEDULES
     from curvprune.pruning.masks import SCOPES
     from curvprune.training import LR_SCHEDULES
 
     choices = {"at": tuple(REGIMES), "scope": SCOPES, "lr_schedule": LR_SCHEDULES}
+    choices["score_mode"] = SCORING_MODES
     return {**choices, "schedule": SCHEDULES}[option]
 
 

@@ -16,30 +16,38 @@ per-weight terms of `curvprune.criteria.terms`, shared with the per-weight score
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from curvprune._core.params import trainable_parameters
-from curvprune.criteria.scores import DEFAULT_TEMPERATURE, check_variant, with_temperature
+from curvprune.criteria.scores import (
+    DEFAULT_TEMPERATURE,
+    OBA_CODE_EPS,
+    ObaVariant,
+    with_temperature,
+)
 from curvprune.criteria.terms import first_order, hessian_term, obd, taylor_sensitivity
 from curvprune.curvature.fisher import empirical_fisher_diag
 from curvprune.curvature.gauss_newton import oba_curvature_product
 from curvprune.curvature.gradient import loss_gradient
 from curvprune.curvature.hessian import _hutchinson, hessian_vector_product
-from curvprune.errors import InvalidArgument
 
 #: How a channel's per-weight terms become its score. "layer_abs": Σ over the group's layers of
-#: |Σ over the layer's slice| (OBA); "abs": |Σ over the whole group|; "sum": Σ over the group
-#: (terms already ≥ 0); "random": uniform in [0, 1), no terms.
-REDUCTIONS = ("layer_abs", "abs", "sum", "random")
+#: |Σ over the layer's slice| (OBA); "layer_abs_mean": the same ÷ the number of layers whose
+#: slice terms are not all zero (the OBA code's group mean); "abs": |Σ over the whole group|;
+#: "sum": Σ over the group (terms already ≥ 0); "random": uniform in [0, 1), no terms.
+REDUCTIONS = ("layer_abs", "layer_abs_mean", "abs", "sum", "random")
 
 #: Per-group normalizations: divide a group's scores by their max, mean or sum.
-NORMALIZERS = ("none", "max", "mean", "sum")
+Normalizer = Literal["none", "max", "mean", "sum"]
 
 #: ``variant`` of `taylor` and `l1`: "original" their own definitions, "oba_code" as the OBA
 #: repository ran them as baselines (Torch-Pruning importances with ``normalizer="max"``).
-CHANNEL_VARIANTS = ("original", "oba_code")
+ChannelVariant = Literal["original", "oba_code"]
+
+_NORM_LAYERS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm)
 
 
 @dataclass(frozen=True)
@@ -50,29 +58,31 @@ class ChannelTerms:
         per_weight: ``{parameter name: term}`` shaped like each trainable parameter (None for
             ``random``).
         reduction: one of `REDUCTIONS`.
-        normalize: one of `NORMALIZERS`, applied to each group's scores.
+        normalize: one of `Normalizer`, applied to each group's scores.
         seed: seed of ``random`` scores.
+        eps: added to the normalizer's denominator (the OBA code's 1e-6).
     """
 
     per_weight: dict[str, Tensor] | None
     reduction: str
     normalize: str = "none"
     seed: int = 0
-
-
-def check_normalize(normalize: object) -> str:
-    if normalize not in NORMALIZERS:
-        raise InvalidArgument(
-            f"normalize must be one of {', '.join(NORMALIZERS)}, got {normalize!r}"
-        )
-    return normalize
+    eps: float = 0.0
 
 
 def _theta(model) -> dict[str, Tensor]:
     return {n: p.detach() for n, p in trainable_parameters(model).items()}
 
 
-def oba_channel(model, batches, loss_fn, *, normalize: str = "max") -> ChannelTerms:
+def oba_channel(
+    model,
+    batches,
+    loss_fn,
+    *,
+    normalize: Normalizer = "max",
+    variant: ObaVariant = "original",
+    norm_layers: bool | None = None,
+) -> ChannelTerms:
     """OBA: θ ⊙ ((H − G)θ) per weight; score = Σ_layers |Σ_slice θ ⊙ ((H − G)θ)|, / group max.
 
     H − G is the network's own curvature, the output gradient held fixed
@@ -82,29 +92,53 @@ def oba_channel(model, batches, loss_fn, *, normalize: str = "max") -> ChannelTe
     parameter, so (H − G)θ holds the cross terms between the removed channel and all other
     weights. As in the OBA reference code, the absolute value is taken per coupled layer
     (after summing that layer's slice), the layers are summed, and each group is divided by its
-    largest score (``normalize="max"``). Unlike the reference code, BatchNorm and LayerNorm
-    γ/β slices count as layers too.
+    largest score (``normalize="max"``).
+
+    ``norm_layers`` (default True): BatchNorm/LayerNorm/GroupNorm γ and β are part of θ and
+    their slices count as layers of the group. The OBA code (``variant="oba_code"``, whose
+    default is False) perturbs only Linear/Conv weights and biases and gives norm layers zero
+    importance; it also averages over the group's layers with a non-zero slice instead of
+    summing, adds 1e-6 to the max, and scores in train mode (the registry's default `mode`).
     """
-    return _oba_terms(model, batches, loss_fn, oba_curvature_product, normalize)
-
-
-def oba_full_channel(model, batches, loss_fn, *, normalize: str = "max") -> ChannelTerms:
-    """`oba_channel` with the full Hessian: θ ⊙ (Hθ) (the OBA repository's fastOBA, order 2)."""
-    return _oba_terms(model, batches, loss_fn, hessian_vector_product, normalize)
-
-
-def _oba_terms(model, batches, loss_fn, product_fn, normalize: str) -> ChannelTerms:
-    """θ ⊙ (Mθ) over every trainable parameter, M given by `product_fn`; OBA's reduction."""
-    check_normalize(normalize)
+    if norm_layers is None:
+        norm_layers = variant != "oba_code"
     theta = _theta(model)
-    product = product_fn(model, loss_fn, batches, theta)
+    if not norm_layers:
+        theta = _without_norm_layers(model, theta)
+    product = oba_curvature_product(model, loss_fn, batches, theta)
+    terms = {n: hessian_term(t, product[n]) for n, t in theta.items()}
+    if variant == "oba_code":
+        return ChannelTerms(terms, "layer_abs_mean", normalize, eps=OBA_CODE_EPS)
+    return ChannelTerms(terms, "layer_abs", normalize)
+
+
+def _without_norm_layers(model, theta: dict[str, Tensor]) -> dict[str, Tensor]:
+    """`theta` with the parameters of every normalization layer set to zero."""
+    norm = {
+        f"{name}.{p}" if name else p
+        for name, m in model.named_modules()
+        if isinstance(m, _NORM_LAYERS)
+        for p, _ in m.named_parameters(recurse=False)
+    }
+    return {n: torch.zeros_like(t) if n in norm else t for n, t in theta.items()}
+
+
+def oba_full_channel(model, batches, loss_fn, *, normalize: Normalizer = "max") -> ChannelTerms:
+    """`oba_channel` with the full Hessian: θ ⊙ (Hθ) (the OBA repository's fastOBA, order 2)."""
+    theta = _theta(model)
+    product = hessian_vector_product(model, loss_fn, batches, theta)
     return ChannelTerms(
         {n: hessian_term(t, product[n]) for n, t in theta.items()}, "layer_abs", normalize
     )
 
 
 def taylor_channel(
-    model, batches, loss_fn, *, normalize: str | None = None, variant: str = "original"
+    model,
+    batches,
+    loss_fn,
+    *,
+    normalize: Normalizer | None = None,
+    variant: ChannelVariant = "original",
 ) -> ChannelTerms:
     """First-order Taylor: |Σ θ ⊙ g| over all of a channel's weights (Molchanov et al. 2019).
 
@@ -113,8 +147,7 @@ def taylor_channel(
     |Σ over the layer's slice of θ ⊙ g| with biases and β left out, ÷ the group's max.
     ``normalize`` defaults to the variant's ("none", or "max" for "oba_code").
     """
-    variant = check_variant(variant, CHANNEL_VARIANTS)
-    normalize = check_normalize(_variant_normalize(variant) if normalize is None else normalize)
+    normalize = _variant_normalize(variant) if normalize is None else normalize
     theta = _theta(model)
     g = loss_gradient(model, loss_fn, batches)
     terms = {n: first_order(t, g[n]) for n, t in theta.items()}
@@ -124,7 +157,12 @@ def taylor_channel(
 
 
 def l1_channel(
-    model, batches, loss_fn, *, normalize: str | None = None, variant: str = "original"
+    model,
+    batches,
+    loss_fn,
+    *,
+    normalize: Normalizer | None = None,
+    variant: ChannelVariant = "original",
 ) -> ChannelTerms:
     """Σ |θ| over all of a channel's weights (the group L1 norm); data-free.
 
@@ -134,8 +172,7 @@ def l1_channel(
     normalization cancels the difference). ``normalize`` defaults to the variant's ("none",
     or "max" for "oba_code").
     """
-    variant = check_variant(variant, CHANNEL_VARIANTS)
-    normalize = check_normalize(_variant_normalize(variant) if normalize is None else normalize)
+    normalize = _variant_normalize(variant) if normalize is None else normalize
     terms = {n: t.abs() for n, t in _theta(model).items()}
     return ChannelTerms(
         _without_biases(terms) if variant == "oba_code" else terms, "sum", normalize
@@ -162,10 +199,9 @@ def fisher_channel(
     fisher_batch_size: int = 1,
     chunk_size: int | None = None,
     max_memory: int | str | None = None,
-    normalize: str = "none",
+    normalize: Normalizer = "none",
 ) -> ChannelTerms:
     """Σ ½ θ² ⊙ F over a channel's weights (OBD with the empirical Fisher diagonal)."""
-    check_normalize(normalize)
     theta = _theta(model)
     f = empirical_fisher_diag(
         model,
@@ -186,10 +222,9 @@ def fts_channel(
     fisher_batch_size: int = 1,
     chunk_size: int | None = None,
     max_memory: int | str | None = None,
-    normalize: str = "none",
+    normalize: Normalizer = "none",
 ) -> ChannelTerms:
     """Σ |θ ⊙ g + ½ θ² ⊙ F| over a channel's weights (FTS per-weight scores, summed)."""
-    check_normalize(normalize)
     theta = _theta(model)
     g = loss_gradient(model, loss_fn, batches)
     f = empirical_fisher_diag(
@@ -212,13 +247,12 @@ def hts_channel(
     num_probes: int = 10,
     seed: int = 0,
     temperature: float = DEFAULT_TEMPERATURE,
-    normalize: str = "none",
+    normalize: Normalizer = "none",
 ) -> ChannelTerms:
     """Σ |θ ⊙ g + ½ θ² ⊙ D| over a channel's weights, D the Hutchinson Hessian diagonal.
 
     g and D are of the loss of logits / T, T = 200 by default as in the HTS code.
     """
-    check_normalize(normalize)
     theta = _theta(model)
     loss_fn = with_temperature(loss_fn, temperature)
     d, g = _hutchinson(
@@ -234,9 +268,10 @@ def random_channel(model, batches, loss_fn, *, seed: int = 0) -> ChannelTerms:
 
 
 __all__ = [
-    "NORMALIZERS",
     "REDUCTIONS",
+    "ChannelVariant",
     "ChannelTerms",
+    "Normalizer",
     "fisher_channel",
     "fts_channel",
     "hts_channel",

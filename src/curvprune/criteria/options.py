@@ -1,11 +1,12 @@
-"""Criterion options, declared once: name, type, help, valid values.
+"""Criterion options, declared once: name, type, help.
 
 Every keyword-only argument of a score function (per weight or per channel) is an `Option`
 here. The CLI's flags and their help, the YAML keys of a sweep and the fields of
 `curvprune.experiments.config.RunConfig` are all derived from `OPTIONS`; which criteria take
-an option, and each criterion's default, come from the score functions' signatures (see
-`curvprune.criteria.registry.Criterion.defaults`). ``seed`` is not listed: a run passes its
-own seed to the criteria that draw random numbers.
+an option, each criterion's default and, for a ``str`` option, each criterion's valid values
+(the ``Literal`` annotation) come from the score functions' signatures (see
+`curvprune.criteria.registry.Criterion.defaults` and `Criterion.choices`). ``seed`` is not
+listed: a run passes its own seed to the criteria that draw random numbers.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ class Option:
         name: keyword argument name; the CLI flag is ``--`` plus the name with dashes.
         type: ``int``, ``float``, ``str`` or ``bool``.
         help: one line for ``--help`` (the criteria that take it are appended there).
-        choices: the valid values of a ``str`` option, or None for any.
         positive: the value must be > 0.
         memory_only: bounds memory without changing the scores (kept out of run ids and labels).
         size: a memory size such as ``8GiB`` (validated with `parse_memory`).
@@ -35,7 +35,6 @@ class Option:
     name: str
     type: type
     help: str
-    choices: tuple[str, ...] | None = None
     positive: bool = False
     memory_only: bool = False
     size: bool = False
@@ -53,7 +52,8 @@ class Option:
             as_flag: name the option as its CLI flag (``--num-probes``), not as the keyword.
 
         Raises:
-            InvalidArgument: a value of the wrong type, not positive, or not a valid choice.
+            InvalidArgument: a value of the wrong type or not positive (a ``str`` option's
+                valid values are the criterion's: `curvprune.criteria.check_options`).
 
         Example:
             >>> OPTIONS["num_probes"].check(0, as_flag=True)
@@ -75,8 +75,8 @@ class Option:
             raise InvalidArgument(f"{name} expects an integer, got {value!r}")
         if numeric and self.positive and not (math.isfinite(value) and value > 0):
             raise InvalidArgument(f"{name} must be > 0, got {value}")
-        if self.choices is not None and value not in self.choices:
-            raise InvalidArgument(f"{name} must be one of {', '.join(self.choices)}, got {value!r}")
+        if self.type is str and not isinstance(value, str):
+            raise InvalidArgument(f"{name} expects str, got {value!r}")
         if self.size:
             try:
                 parse_memory(value)
@@ -127,16 +127,34 @@ OPTIONS: dict[str, Option] = {
         Option(
             "normalize",
             str,
-            "divide the scores by their max, mean or sum (per tensor; per group for channels)",
-            choices=("none", "max", "mean", "sum"),
+            "divide the scores by their max (oba: none or max, per tensor), mean or sum (per "
+            "group for channels)",
         ),
         Option("add_magnitude", bool, "add |θ| to the (normalized) scores"),
         Option(
             "variant",
             str,
             "original: the method's own code; pai_code (grasp, synflow): as the FTS/HTS "
-            "repositories ran it; oba_code (taylor, l1): as the OBA repository's baselines",
-            choices=("original", "pai_code", "oba_code"),
+            "repositories ran it; oba_code (oba, oba_full, taylor, l1): as the OBA "
+            "repository's code; fts_v1 (fts): the FTS repository's B·F",
+        ),
+        Option(
+            "reinit",
+            bool,
+            "GraSP: score a copy whose nn.Linear weights are redrawn Xavier-normal (GraSP's "
+            "default; curvprune's is off)",
+        ),
+        Option(
+            "biases",
+            bool,
+            "OBA: the prunable layers' biases join θ and the one threshold (on with "
+            "--variant oba_code, as the OBA code)",
+        ),
+        Option(
+            "norm_layers",
+            bool,
+            "channel OBA: BatchNorm/LayerNorm γ, β in θ and as group layers (off with "
+            "--variant oba_code: the OBA code gives them zero importance)",
         ),
         Option(
             "chunk_size",

@@ -14,14 +14,17 @@ defaults; other variants are options (``variant``, ``temperature``, ...).
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Mapping
+from typing import Literal
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.func import functional_call
 
 from curvprune._core.batches import first_batch
+from curvprune._core.params import prunable_weights, trainable_parameters
 from curvprune.criteria.terms import first_order, hessian_term, obd, taylor_sensitivity
 from curvprune.curvature.fisher import empirical_fisher_diag
 from curvprune.curvature.gauss_newton import oba_curvature_product
@@ -44,7 +47,13 @@ DEFAULT_TEMPERATURE = 200.0
 
 #: ``variant`` of the criteria whose seed repositories disagree: "original" follows the
 #: method's own paper and code, "pai_code" the FTS/HTS repositories' reimplementation.
-VARIANTS = ("original", "pai_code")
+SeedVariant = Literal["original", "pai_code"]
+#: ``variant`` of `oba` and `oba_full`: "original" the paper's θ ⊙ (Mθ) over the prunable
+#: weights, "oba_code" the choices of the OBA repository's unstructured pruners.
+ObaVariant = Literal["original", "oba_code"]
+
+#: What the OBA code adds to the max in its ``max`` normalizer (``importance._normalize``).
+OBA_CODE_EPS = 1e-6
 
 #: λ added to F in FBSS. The FTS code has none and divides by zero where F = 0.
 FBSS_DAMPENING = 1e-8
@@ -82,13 +91,6 @@ def _divided(out, temperature: float):
     )
 
 
-def check_variant(variant: object, valid: tuple[str, ...] = VARIANTS) -> str:
-    """`variant` if it is one of `valid` (default `VARIANTS`); else an error listing them."""
-    if variant not in valid:
-        raise InvalidArgument(f"variant must be one of {', '.join(valid)}, got {variant!r}")
-    return variant
-
-
 def random_scores(model, weights, batches, loss_fn, *, seed: int = 0):
     """Uniform random scores in [0, 1), reproducible from `seed`."""
     gen = torch.Generator().manual_seed(int(seed))
@@ -116,37 +118,75 @@ def _restricted_hvp(
     return _at(weights, product(model, loss_fn, batches, v))
 
 
-def grasp_scores(model, weights, batches, loss_fn, *, temperature=None, variant="original"):
-    """θ ⊙ (Hg) at logits / T; ``variant="pai_code"``: −θ ⊙ (Hg) at T = 1.
+def grasp_scores(
+    model,
+    weights,
+    batches,
+    loss_fn,
+    *,
+    temperature=None,
+    variant: SeedVariant = "original",
+    reinit: bool = False,
+    seed: int = 0,
+):
+    """θ ⊙ (Hg) at logits / T; ``variant="pai_code"``: −θ ⊙ (Hg) at T = 1, g over everything.
 
     GraSP's S = −θ ⊙ Hg removes the largest S, i.e. keeps the largest θ ⊙ Hg: the original
-    paper and code, which also divide the logits by T = 200. The FTS/HTS repositories
-    (``compressors.grasp_sensitivity``) keep the largest −θ ⊙ Hg instead, the opposite ranking,
-    and use no temperature. ``temperature=None`` takes the variant's own: 200 for "original",
-    1 for "pai_code". Their normalisation by |Σ S| does not change the ranking and is left out.
+    paper and code (``pruner/GraSP.py``), which also divide the logits by T = 200 and take g,
+    and the vector of the Hessian product, over the Conv2d/Linear weights only (classifier
+    included): here, over the prunable weights, by default exactly those (zero elsewhere).
+    The FTS/HTS repositories (``compressors.grasp_sensitivity``) keep the largest −θ ⊙ Hg
+    instead, the opposite ranking, use no temperature, and take g and the product over every
+    parameter with a gradient (biases, BatchNorm γ/β, the classifier they keep dense); Hg is
+    then read off at the prunable weights. ``temperature=None`` takes the variant's own: 200
+    for "original", 1 for "pai_code". Their normalisation by |Σ S| does not change the ranking
+    and is left out.
+
+    ``reinit=True`` is the GraSP entry point's default: a copy of the model has every
+    ``nn.Linear`` weight redrawn Xavier-normal (reproducible from `seed`) and the copy is
+    scored, its redrawn θ included; the model keeps its own weights. curvprune's default is
+    False (the scores are those of the weights that are kept or pruned).
     """
-    check_variant(variant)
     if temperature is None:
         temperature = DEFAULT_TEMPERATURE if variant == "original" else 1.0
+    if reinit:
+        model, weights = _linear_redrawn(model, weights, seed)
     loss_fn = with_temperature(loss_fn, temperature)
-    g = _at(weights, loss_gradient(model, loss_fn, batches))
-    hg = _restricted_hvp(model, weights, batches, loss_fn, g)
+    if variant == "original":
+        g = _at(weights, loss_gradient(model, loss_fn, batches))
+        hg = _restricted_hvp(model, weights, batches, loss_fn, g)
+    else:
+        g = loss_gradient(model, loss_fn, batches)
+        hg = _at(weights, hessian_vector_product(model, loss_fn, batches, g))
     sign = 1 if variant == "original" else -1
     return {n: sign * t * hg[n] for n, t in _theta(weights).items()}
 
 
-def synflow_scores(model, weights, batches, loss_fn, *, variant="original"):
+def _linear_redrawn(model, weights, seed: int):
+    """A copy of `model` with every ``nn.Linear`` weight redrawn Xavier-normal, its weights."""
+    clone = copy.deepcopy(model)
+    gen = torch.Generator(device=next(clone.parameters()).device).manual_seed(int(seed))
+    with torch.no_grad():
+        for module in clone.modules():
+            if isinstance(module, nn.Linear):
+                target = getattr(module, "weight_orig", None)
+                target = module.weight if target is None else target
+                nn.init.xavier_normal_(target, generator=gen)
+    return clone, prunable_weights(clone, list(weights))
+
+
+def synflow_scores(model, weights, batches, loss_fn, *, variant: SeedVariant = "original"):
     """|θ| ⊙ ∂R/∂|θ|, R the summed output for one all-ones input, |parameters|, float64.
 
-    Data-free: `batches` gives only the input shape. Runs the model functionally in eval mode
-    with every parameter and floating buffer replaced by its absolute value in float64, so the
+    Data-free: `batches` gives only the input shape. Runs the model functionally, in the
+    scoring mode (eval by default, as SynFlow's ``prune_loop`` without ``train_mode``), with
+    every parameter and floating buffer replaced by its absolute value in float64, so the
     model itself is untouched.
 
     `variant` leaves the scores unchanged and chooses `prune`'s schedule: "original" is
     SynFlow's exponential schedule of the kept fraction, "pai_code" the HTS repository's
     ``sparsity ** (t/k)`` applied to the pruned fraction ("exponential_pruned").
     """
-    check_variant(variant)
     x, _ = first_batch(batches, model)
     if not isinstance(x, Tensor):
         raise InvalidArgument("synflow needs tensor inputs (it feeds the model an all-ones input)")
@@ -158,7 +198,6 @@ def synflow_scores(model, weights, batches, loss_fn, *, variant="original"):
         n: b.detach().abs().double() if b.is_floating_point() else b
         for n, b in model.named_buffers()
     }
-    model.eval()  # the caller's `preserved` context restores the mode
     ones = torch.ones((1, *x.shape[1:]), dtype=torch.float64, device=x.device)
     out = functional_call(model, {**params, **buffers}, (ones,))
     wanted = [params[w.param_name] for w in weights.values()]
@@ -200,12 +239,28 @@ def fisher_scores(
 
 
 def fts_scores(
-    model, weights, batches, loss_fn, *, fisher_batch_size=1, chunk_size=None, max_memory=None
+    model,
+    weights,
+    batches,
+    loss_fn,
+    *,
+    fisher_batch_size=1,
+    chunk_size=None,
+    max_memory=None,
+    variant: Literal["original", "fts_v1"] = "original",
 ):
-    """|θ ⊙ g + ½ θ² ⊙ F| (Fisher-Taylor Sensitivity)."""
+    """|θ ⊙ g + ½ θ² ⊙ F| (Fisher-Taylor Sensitivity); ``variant="fts_v1"``: F times B.
+
+    F is the mean of squared gradients of the loss averaged over `fisher_batch_size` = B
+    samples (the FTS codes' mask batch). The HTS repository's FTS (v2) uses F as it is; the FTS
+    repository (v1, ``compressors.fd_taylor``) multiplies it by B, ``batch_size*fisher_diag``,
+    a rescaling towards the per-sample Fisher. At B = 1 (both repositories' configs) the two
+    are the same.
+    """
     g = _at(weights, loss_gradient(model, loss_fn, batches))
     f = _fisher(model, weights, batches, loss_fn, fisher_batch_size, chunk_size, max_memory)
-    return {n: taylor_sensitivity(t, g[n], f[n]) for n, t in _theta(weights).items()}
+    scale = fisher_batch_size if variant == "fts_v1" else 1
+    return {n: taylor_sensitivity(t, g[n], scale * f[n]) for n, t in _theta(weights).items()}
 
 
 def _hutch(model, weights, batches, loss_fn, num_probes, seed, temperature):
@@ -238,47 +293,82 @@ def hts_scores(
     return {n: taylor_sensitivity(t, g[n], d[n]) for n, t in _theta(weights).items()}
 
 
-def _oba(theta, product, normalize, add_magnitude):
-    if normalize not in ("none", "max"):
-        raise InvalidArgument(f"normalize must be 'none' or 'max', got {normalize!r}")
+def _oba(theta, product, normalize, add_magnitude, *, eps=0.0, magnitude_scale=1.0):
+    """|θ ⊙ product| / (its max per tensor + eps) + |θ| / magnitude_scale."""
     out = {}
     for n, t in theta.items():
         s = hessian_term(t, product[n]).abs()
-        if normalize == "max" and s.max() > 0:
-            s = s / s.max()
-        out[n] = s + t.abs() if add_magnitude else s
+        if normalize == "max" and s.max() + eps > 0:
+            s = s / (s.max() + eps)
+        out[n] = s + t.abs() / magnitude_scale if add_magnitude else s
     return out
 
 
-def oba_scores(model, weights, batches, loss_fn, *, normalize="max", add_magnitude=True):
+def oba_scores(
+    model,
+    weights,
+    batches,
+    loss_fn,
+    *,
+    normalize: Literal["none", "max"] = "max",
+    add_magnitude=True,
+    variant: ObaVariant = "original",
+    biases: bool | None = None,
+):
     """|θ ⊙ ((H − G)θ)| / its max per tensor + |θ| (Optimal Brain Apoptosis).
 
     H − G is the network's own curvature Σ_k (∂L/∂f_k) ∇²f_k, with the output gradient held
-    fixed (`curvprune.curvature.oba_curvature_product`): no Gauss-Newton part. The OBA code
+    fixed (`curvprune.curvature.oba_curvature_product`): no Gauss-Newton part. The OBA paper
     sums (∂L/∂Y_l)ᵀ ∂²Y_l/∂θ_a∂θ_b over pairs of layers connected in series or in parallel,
     with no block within one layer. For networks that are piecewise linear in each layer
     (Linear/Conv, ReLU, max-pooling, BatchNorm in eval mode, residual sums) that is exactly
-    θ ⊙ ((H − G)θ), since H − G has no intra-layer block there. Where the official code
-    differs: through attention softmax, GELU and LayerNorm it propagates tangents with its
-    own jvp rules and still keeps only inter-layer pairs, while H − G here also contains those
-    layers' own second-derivative terms (including blocks within one layer). Defaults as the
-    OBA code's unstructured setting: per-tensor max normalisation and + |θ|; its first-order
-    term (``delta``) defaults to 0 and is left out. θ is the prunable weights, zero elsewhere.
+    θ ⊙ ((H − G)θ), since H − G has no intra-layer block there. Through attention softmax,
+    GELU and LayerNorm the official code propagates tangents with its own jvp rules and still
+    keeps only inter-layer pairs, while H − G here also contains those layers' own
+    second-derivative terms. Its first-order term (``delta``) defaults to 0 and is left out.
+
+    θ is the prunable tensors, zero elsewhere. ``variant="oba_code"`` takes the choices of the
+    OBA code's unstructured pruner (``OBAPruner.unstructured_prune``): ``biases=True`` (the
+    biases of the prunable layers join θ and the one threshold; the registry adds them to
+    `weights`), the max normalizer's + 1e-6, and scoring in train mode (the registry's
+    default `mode` for this variant). ``biases=None`` takes the variant's.
     """
     theta = _theta(weights)
     product = _restricted_hvp(model, weights, batches, loss_fn, theta, oba_curvature_product)
-    return _oba(theta, product, normalize, add_magnitude)
+    eps = OBA_CODE_EPS if variant == "oba_code" else 0.0
+    return _oba(theta, product, normalize, add_magnitude, eps=eps)
 
 
-def oba_full_scores(model, weights, batches, loss_fn, *, normalize="max", add_magnitude=True):
+def oba_full_scores(
+    model,
+    weights,
+    batches,
+    loss_fn,
+    *,
+    normalize: Literal["none", "max"] = "max",
+    add_magnitude=True,
+    variant: ObaVariant = "original",
+    biases: bool | None = None,
+):
     """|θ ⊙ (Hθ)| / its max per tensor + |θ|, H the full Hessian.
 
     The OBA repository's fastOBA variant of order 2: all blocks, the Gauss-Newton part and the
-    intra-layer blocks included.
+    intra-layer blocks included; θ the prunable tensors, zero elsewhere.
+    ``variant="oba_code"`` as ``FastOBAPruner.unstructured_prune``: θ is every trainable
+    parameter (BatchNorm included) while the prunable tensors and, with ``biases`` (the
+    variant's default), their layers' biases are scored; the magnitude term is |θ| / max|θ|
+    over all parameters; train mode. The official code averages the biases' |θ ⊙ Hθ| over
+    batches after the absolute value, this takes it of the mean: equal with one batch.
     """
     theta = _theta(weights)
-    product = _restricted_hvp(model, weights, batches, loss_fn, theta)
-    return _oba(theta, product, normalize, add_magnitude)
+    if variant != "oba_code":
+        product = _restricted_hvp(model, weights, batches, loss_fn, theta)
+        return _oba(theta, product, normalize, add_magnitude)
+    everything = {n: p.detach() for n, p in trainable_parameters(model).items()}
+    everything.update({w.param_name: theta[n] for n, w in weights.items()})
+    product = _at(weights, hessian_vector_product(model, loss_fn, batches, everything))
+    largest = max(t.abs().max() for t in everything.values())
+    return _oba(theta, product, normalize, add_magnitude, magnitude_scale=largest)
 
 
 def gradnorm_scores(model, weights, batches, loss_fn):
@@ -308,7 +398,10 @@ def fbss_scores(
     """((F + λ)/2) (θ − g/(F + λ))² (Fisher Brain Surgeon Sensitivity, FTS paper).
 
     The diagonal OBS statistic with the gradient term. The FTS code has λ = 0 and divides by
-    zero wherever F = 0; λ = `dampening` > 0 (default 1e-8) keeps the scores finite. With
+    zero wherever F = 0 (weights that never get a gradient): its score is NaN there, which its
+    top-k keeps before every number, so at high sparsity its kept set is made of exactly those
+    weights. λ = `dampening` > 0 (default 1e-8) keeps the scores finite, ≈ (λ/2)θ² there, so
+    they are pruned first. With
     ``fisher_batch_size=1`` F is the per-sample empirical Fisher, the FTS code's B·F̂ at B = 1.
     """
     g = _at(weights, loss_gradient(model, loss_fn, batches))

@@ -15,8 +15,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, make_dataclass
 from typing import Any
 
+from curvprune._core.state import SCORING_MODES
 from curvprune.checkpoint import check_checkpoint_file
 from curvprune.criteria.options import OPTIONS
+from curvprune.criteria.registry import check_options
 from curvprune.errors import InvalidArgument
 from curvprune.experiments.launch import resolve_device
 from curvprune.pruning.masks import check_scope, check_sparsity
@@ -119,6 +121,8 @@ class _RunOptions:
     schedule: str | None = None
     exclude: tuple[str, ...] | None = None
     score_per_class: int | None = None
+    score_batch_size: int | None = None
+    score_mode: str | None = None
     workers: int = 0
 
     @classmethod
@@ -217,9 +221,13 @@ class _RunOptions:
         if self.criterion in _criteria(self.structured):
             accepted = self.accepted_options()
             changes.update({k: None for k in CRITERION_OPTIONS if k not in accepted})
-            # a variant of other criteria (pai_code for taylor): this criterion's default
-            if self.variant not in _criterion(self.criterion, structured=self.structured).variants:
-                changes["variant"] = None
+            # a value valid only for other criteria (variant pai_code for taylor, normalize mean
+            # for oba): this criterion's default
+            crit = _criterion(self.criterion, structured=self.structured)
+            for key in CRITERION_OPTIONS:
+                valid = crit.choices(key, structured=self.structured)
+                if valid is not None and getattr(self, key) not in (None, *valid):
+                    changes[key] = None
         if self.score_per_class is not None:
             changes["score_samples"] = defaults.score_samples
         return dataclasses.replace(self, **changes)
@@ -242,18 +250,60 @@ class _RunOptions:
             "epochs": self.epochs,
         }
 
+    def scoring_batch_size(self) -> int:
+        """Samples per scoring batch.
+
+        ``--score-batch-size``, else the criterion's own (``Criterion.score_batch_size``: 1
+        for hp and hts, as the HTS code), else ``--batch-size``.
+        """
+        if self.score_batch_size is not None:
+            return self.score_batch_size
+        from curvprune import CRITERIA
+
+        crit = CRITERIA.get(self.criterion)
+        return getattr(crit, "score_batch_size", None) or self.batch_size
+
+    def scoring_mode(self, *, default: bool = False) -> str:
+        """The train/eval flags scores are computed with.
+
+        ``--score-mode``, else the criterion's (``Criterion.mode_for``: eval, train for oba's
+        ``variant=oba_code``); ``default=True``: the criterion's, ignoring ``--score-mode``.
+        """
+        from curvprune import CRITERIA
+
+        crit = CRITERIA.get(self.criterion)
+        mode = None if default else self.score_mode
+        return "eval" if crit is None else crit.mode_for(self.criterion_options(), mode)
+
     def run_id(self) -> str:
         """Stable id of what this run computes: readable prefix plus a hash of the options.
 
-        Unset (None) options are left out, so that declaring a new option changes no id.
+        Unset (None) options are left out, so that declaring a new option changes no id. The
+        scoring batch size enters as the size actually used, and only where it differs from
+        ``--batch-size``: runs recorded before ``--score-batch-size`` existed scored in batches
+        of ``--batch-size`` and keep their ids. A variant whose computation changed
+        (``Criterion.revisions``) adds its note, so that its old runs are not taken for new.
         """
+        from curvprune import CRITERIA
+
+        normalized = self.normalized()
         identity = {
             k: v
-            for k, v in self.normalized().to_dict().items()
+            for k, v in normalized.to_dict().items()
             if k not in _NOT_IN_RUN_ID
             and v is not None
             and not (k in _OFF_VALUES_NOT_IN_RUN_ID and v == _OFF_VALUES_NOT_IN_RUN_ID[k])
         }
+        identity.pop("score_batch_size", None)
+        scoring = normalized.scoring_batch_size()
+        if scoring != self.batch_size:
+            identity["score_batch_size"] = scoring
+        if identity.get("score_mode") == normalized.scoring_mode(default=True):
+            del identity["score_mode"]  # the criterion's own mode, said explicitly
+        crit = CRITERIA.get(self.criterion)
+        revision = dict(getattr(crit, "revisions", ())).get(normalized.variant)
+        if revision is not None:
+            identity["revision"] = revision
         digest = hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
         return f"{self.criterion}-{self.at}-{self.target()}-seed{self.seed}-{digest}"
 
@@ -289,6 +339,7 @@ class _RunOptions:
         for flag, value in (
             ("--batch-size", self.batch_size),
             ("--score-samples", self.score_samples),
+            ("--score-batch-size", 1 if self.score_batch_size is None else self.score_batch_size),
         ):
             _check(value > 0, f"{flag} must be a positive integer, got {value}")
         _check(
@@ -323,6 +374,10 @@ class _RunOptions:
         if self.schedule is not None:
             check_schedule(self.schedule)
         _check(
+            self.score_mode in (None, *SCORING_MODES),
+            f"--score-mode must be one of {', '.join(SCORING_MODES)}, got {self.score_mode!r}",
+        )
+        _check(
             self.score_per_class is None or self.score_per_class > 0,
             f"--score-per-class must be a positive integer, got {self.score_per_class}",
         )
@@ -337,6 +392,15 @@ class _RunOptions:
             )
         for key in CRITERION_OPTIONS:
             OPTIONS[key].check(getattr(self, key), as_flag=True)
+        # the criterion's own valid values (--normalize mean is not one of oba's), before data
+        crit = _criterion(self.criterion, structured=self.structured)
+        accepted = self.accepted_options()
+        check_options(
+            crit,
+            {k: getattr(self, k) for k in CRITERION_OPTIONS if k in accepted},
+            structured=self.structured,
+            as_flag=True,
+        )
         _check(
             self.iterations is None or self.iterations > 0,
             f"--iterations must be > 0, got {self.iterations}",
@@ -405,12 +469,6 @@ class _RunOptions:
                     f"--{_flag(key)} does not apply to criterion {self.criterion} "
                     f"(its options: {', '.join(valid) or 'none'})"
                 )
-        variants = _criterion(self.criterion, structured=self.structured).variants
-        _check(
-            self.variant is None or self.variant in variants,
-            f"--variant {self.variant} does not apply to criterion {self.criterion} (its "
-            f"variants: {', '.join(variants)})",
-        )
 
     def plan(self):
         """The gradual regime's pruning events (see `curvprune.pruning.schedules.gradual_plan`)."""

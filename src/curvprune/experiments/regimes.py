@@ -244,6 +244,8 @@ def _run_regime(cfg: RunConfig, run: Run, wall: float) -> dict[str, Any]:
 
     result = {
         **cfg.result_fields(),
+        "score_batch_size": cfg.scoring_batch_size(),
+        "score_mode": cfg.scoring_mode(),
         "actual_sparsity": float(actual),
         **(run.cost if cfg.structured else {"macs": macs}),
         "test_accuracy": test_accuracy,

@@ -218,11 +218,12 @@ class Run:
             # Capped so that the default also works with --train-limit or a tiny dataset.
             samples = min(cfg.score_samples, self.data.num_train)
             what = f"--score-samples {samples}"
-        count = -(-samples // cfg.batch_size)
+        size = cfg.scoring_batch_size()
+        count = -(-samples // size)
         _check(
             count >= self.world,
-            f"{what} at --batch-size {cfg.batch_size} gives {count} scoring batch(es), fewer "
-            f"than the {self.world} ranks; score on more samples or lower --batch-size",
+            f"{what} in scoring batches of {size} gives {count} scoring batch(es), fewer "
+            f"than the {self.world} ranks; score on more samples or lower --score-batch-size",
         )
         return samples
 
@@ -236,14 +237,15 @@ class Run:
             cfg = self.cfg
             samples = self.check_score_split()
             per_class = cfg.score_per_class
+            size = cfg.scoring_batch_size()
             batches = self.data.scoring_batches(
-                None if per_class else samples, cfg.batch_size, per_class=per_class, draw=draw
+                None if per_class else samples, size, per_class=per_class, draw=draw
             )
             fbs = cfg.fisher_batch_size
-            if self.world > 1 and fbs and cfg.batch_size % fbs:
+            if self.world > 1 and fbs and size % fbs:
                 self.log(
-                    f"  note: --fisher-batch-size {fbs} does not divide --batch-size "
-                    f"{cfg.batch_size}, so with {self.world} ranks the Fisher's groups of {fbs} "
+                    f"  note: --fisher-batch-size {fbs} does not divide the scoring batch "
+                    f"{size}, so with {self.world} ranks the Fisher's groups of {fbs} "
                     "samples differ from one process's (see docs/distributed.md)"
                 )
             mine = batches[self.rank :: self.world]
@@ -278,22 +280,22 @@ class Run:
             self.score_batches(draw), f"score {cfg.criterion}", self.show_progress
         )
         start = time.perf_counter()
-        # Scores see the model in eval mode: BatchNorm uses its running statistics (the
-        # default ones at init unless --bn-warmup re-estimated them, which is the point of
-        # that option), and per-sample Fisher gradients are well defined. No autocast:
-        # curvature is computed in float32.
-        with modes_kept(self.model, eval=True):
-            result = prune(
-                self.model,
-                cfg.criterion,
-                batches,
-                sparsity=sparsity,
-                scope=cfg.scope,
-                iterations=cfg.iterations,
-                schedule=cfg.schedule,
-                prunable=self.prunable,
-                **options,
-            )
+        # Scores see the model in eval mode unless --score-mode train (or the criterion's
+        # variant) says otherwise: BatchNorm uses its running statistics (the default ones at
+        # init unless --bn-warmup re-estimated them, which is the point of that option), and
+        # per-sample Fisher gradients are well defined. No autocast: curvature is float32.
+        result = prune(
+            self.model,
+            cfg.criterion,
+            batches,
+            sparsity=sparsity,
+            scope=cfg.scope,
+            iterations=cfg.iterations,
+            schedule=cfg.schedule,
+            prunable=self.prunable,
+            mode=cfg.score_mode,
+            **options,
+        )
         self.timings["score_s"] += time.perf_counter() - start
         self.log(
             f"  pruned with {cfg.label()} to sparsity {result.sparsity:.4f}"
@@ -327,7 +329,7 @@ class Run:
         self.dense_sizes = weight_sizes(self.model)
         start = time.perf_counter()
         was_training = self.model.training
-        with modes_kept(self.model, eval=True):  # as in `prune`: running BatchNorm statistics
+        with modes_kept(self.model):  # scored in eval mode unless --score-mode train
             result = structured_run(
                 self.model,
                 cfg.criterion,
@@ -339,6 +341,7 @@ class Run:
                 global_pruning=cfg.scope == "global",
                 max_layer_sparsity=MAX_LAYER_SPARSITY,
                 iterative_steps=cfg.iterations or 1,
+                mode=cfg.score_mode,
                 **cfg.criterion_options(),
             )
         self.timings["score_s"] += time.perf_counter() - start

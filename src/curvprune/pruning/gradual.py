@@ -28,7 +28,6 @@ from typing import Any
 from torch import Tensor, nn
 
 from curvprune._core.params import Selector, prunable_weights
-from curvprune._core.state import modes_kept
 from curvprune.criteria.registry import check_options, get_criterion
 from curvprune.curvature.gradient import LossFn
 from curvprune.errors import InvalidArgument
@@ -64,7 +63,8 @@ class GradualPruner:
     between two calls (fractional times) are caught up at the next call.
 
     Scoring runs with the model in eval mode (BatchNorm uses its running statistics, as per-sample
-    Fisher gradients need); each module's mode is restored afterwards.
+    Fisher gradients need) unless `mode` says otherwise, as in `curvprune.prune`; each module's
+    mode is restored afterwards.
 
     Args:
         model: the network, pruned in place (masks with `torch.nn.utils.prune`).
@@ -85,6 +85,7 @@ class GradualPruner:
         forward: ``forward(model, inputs) -> outputs`` (see `curvprune.score`).
         prunable: which weights (see `curvprune.score`).
         min_density: every tensor keeps at least this fraction.
+        mode: "eval" or "train" while scoring (None: the criterion's, see `curvprune.score`).
         prune_fn: replaces the scoring and pruning of an event: ``prune_fn(target)`` must prune
             the model to sparsity `target` (the CLI passes its own, with progress bars, timings
             and BatchNorm recalibration); None for `curvprune.prune` with the options here.
@@ -118,6 +119,7 @@ class GradualPruner:
         forward: Callable | None = None,
         prunable: Selector = None,
         min_density: float | None = None,
+        mode: str | None = None,
         prune_fn: Callable[[float], Any] | None = None,
         **criterion_options,
     ) -> None:
@@ -125,6 +127,7 @@ class GradualPruner:
         self.criterion = criterion
         crit = get_criterion(criterion)
         check_options(crit, criterion_options)
+        self.mode = crit.mode_for(criterion_options, mode)
         if schedule not in GRADUAL_SCHEDULES:
             raise InvalidArgument(
                 f"unknown schedule {schedule!r}; valid: {', '.join(GRADUAL_SCHEDULES)}"
@@ -165,7 +168,7 @@ class GradualPruner:
         self.min_density = min_density
         self.prune_fn = prune_fn
         self.criterion_options = criterion_options
-        self.names = list(prunable_weights(model, prunable))
+        self.names = list(crit.tensors(model, prunable, criterion_options))
         self.time: float | None = None
         self.reached = 0.0
         self.last_result: PruneResult | None = None
@@ -212,20 +215,20 @@ class GradualPruner:
         if self.prune_fn is not None:
             return self.prune_fn(target)
         batches = self.batches(self.time) if callable(self.batches) else self.batches
-        with modes_kept(self.model, eval=True):
-            return prune(
-                self.model,
-                self.criterion,
-                batches,
-                sparsity=target,
-                scope=self.scope,
-                min_density=self.min_density,
-                loss_fn=self.loss_fn,
-                forward=self.forward,
-                prunable=self.names,
-                iterations=self.iterations,
-                **self.criterion_options,
-            )
+        return prune(
+            self.model,
+            self.criterion,
+            batches,
+            sparsity=target,
+            scope=self.scope,
+            min_density=self.min_density,
+            loss_fn=self.loss_fn,
+            forward=self.forward,
+            prunable=self.names,
+            iterations=self.iterations,
+            mode=self.mode,
+            **self.criterion_options,
+        )
 
     def masks(self) -> dict[str, Tensor]:
         """The current bool keep-masks by weight name, of the weights that carry one."""

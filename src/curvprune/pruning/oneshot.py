@@ -12,7 +12,7 @@ from curvprune._core.batches import reiterable
 from curvprune._core.checks import positive_int
 from curvprune._core.inputs import accepts_forward
 from curvprune._core.params import Selector, prunable_weights
-from curvprune._core.state import preserved
+from curvprune._core.state import preserved, scoring_mode
 from curvprune.criteria.registry import (
     CRITERIA,
     check_finite,
@@ -106,6 +106,7 @@ def prune(
     prunable: Selector = None,
     iterations: int | None = None,
     schedule: str | None = None,
+    mode: str | None = None,
     **options,
 ) -> PruneResult:
     """Prune `model` in place to `sparsity` by `criterion`.
@@ -141,10 +142,14 @@ def prune(
         schedule: one of `SCHEDULES` (default: the criterion's, "exponential" for most,
             "linear" for woodfisher and woodtaylor, "exponential_pruned" for synflow with
             ``variant="pai_code"``).
+        mode: "eval" or "train", the flags the model is scored with (see `curvprune.score`;
+            default: the criterion's, "eval" but for oba/oba_full's ``variant="oba_code"``);
+            restored after each round.
         **options: the criterion's options.
     """
     crit = get_criterion(criterion)
     check_options(crit, options)
+    mode = crit.mode_for(options, mode)
     sparsity = check_sparsity(sparsity)
     scope = check_scope(scope)
     min_density = check_min_density(min_density)
@@ -166,7 +171,7 @@ def prune(
             f"schedule {schedule!r} brings pruned weights back, which a weight update cannot "
             "follow; use another schedule or update_weights=False"
         )
-    names = list(prunable_weights(model, prunable))
+    names = list(crit.tensors(model, prunable, options))
     batches = reiterable(batches)
     loss_fn = default_loss(loss_fn)
     initial = {n: w.mask() for n, w in prunable_weights(model, names).items()}
@@ -175,7 +180,7 @@ def prune(
     reached: list[float] = []
     for target in targets:
         weights = prunable_weights(model, names)
-        with preserved(model):
+        with preserved(model), scoring_mode(model, mode):
             if update:
                 scores, state = crit.weight_update.score(
                     model, weights, batches, loss_fn, **options

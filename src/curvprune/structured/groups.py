@@ -188,6 +188,7 @@ class ChannelImportance(tp.importance.Importance):
             return torch.rand(n, generator=gen, dtype=torch.float64)
         total = torch.zeros(n, dtype=torch.float64)
         found = False
+        layers = 0  # layers with a non-zero slice, for "layer_abs_mean"
         for item in group:
             vec = self._vector(item.dep)
             if vec is None:
@@ -197,19 +198,22 @@ class ChannelImportance(tp.importance.Importance):
                 continue
             idx, root = (torch.tensor(v, dtype=torch.long) for v in zip(*pairs))
             local = torch.zeros(n, dtype=torch.float64).index_add_(0, root, vec[idx].cpu())
-            total += local.abs() if self.terms.reduction == "layer_abs" else local
+            total += local.abs() if self.terms.reduction.startswith("layer_abs") else local
+            layers += bool((local != 0).any())
             found = True
         if not found:
             return None
         if self.terms.reduction == "abs":
             total = total.abs()
-        return _normalize(total, self.terms.normalize)
+        if self.terms.reduction == "layer_abs_mean" and layers:
+            total = total / layers
+        return _normalize(total, self.terms.normalize, self.terms.eps)
 
 
-def _normalize(scores: Tensor, how: str) -> Tensor:
+def _normalize(scores: Tensor, how: str, eps: float = 0.0) -> Tensor:
     if how == "none":
         return scores
-    denom = {"max": scores.max, "mean": scores.mean, "sum": scores.sum}[how]()
+    denom = {"max": scores.max, "mean": scores.mean, "sum": scores.sum}[how]() + eps
     return scores / denom if denom > 0 else scores
 
 

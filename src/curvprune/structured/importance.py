@@ -31,7 +31,7 @@ import torch_pruning as tp
 from torch import Tensor, nn
 
 from curvprune._core.batches import reiterable
-from curvprune._core.state import preserved
+from curvprune._core.state import preserved, scoring_mode
 from curvprune.criteria import registry
 from curvprune.criteria.channel import ChannelTerms
 from curvprune.curvature.gradient import LossFn, default_loss
@@ -61,6 +61,7 @@ class CurvatureImportance(tp.importance.Importance):
             a one-shot iterator is read once and kept. Or a callable ``batches()`` returning
             the batches for each step, called once per step.
         loss_fn: batch-mean loss; None for cross-entropy.
+        mode: "eval" or "train" while scoring (None: the criterion's; see `curvprune.score`).
         **options: the criterion's channel options (``CRITERIA[name].channel_options``).
 
     Attributes:
@@ -76,10 +77,12 @@ class CurvatureImportance(tp.importance.Importance):
         batches: Iterable | Callable[[], Iterable] | None,
         *,
         loss_fn: LossFn | None = None,
+        mode: str | None = None,
         **options,
     ) -> None:
         self.criterion = registry.get_criterion(criterion, structured=True)
         registry.check_options(self.criterion, options, structured=True)
+        self.mode = self.criterion.mode_for(options, mode)
         self.batches = batches if callable(batches) or batches is None else reiterable(batches)
         self.loss_fn = default_loss(loss_fn)
         self.options = options
@@ -94,7 +97,7 @@ class CurvatureImportance(tp.importance.Importance):
         if batches is None and not self.criterion.data_free:
             raise InvalidArgument(f"criterion {self.criterion.name!r} needs batches")
         # Torch-Pruning scores groups under torch.no_grad(); the criteria differentiate
-        with torch.enable_grad(), preserved(model):
+        with torch.enable_grad(), preserved(model), scoring_mode(model, self.mode):
             terms = self.criterion.channel_score(model, batches, self.loss_fn, **self.options)
         if terms.per_weight is not None:
             registry.check_finite(terms.per_weight, self.criterion.name)

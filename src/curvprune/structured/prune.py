@@ -16,9 +16,9 @@ from torch import Tensor, nn
 
 from curvprune._core.batches import reiterable
 from curvprune._core.checks import positive_int
-from curvprune._core.state import modes_kept, preserved
+from curvprune._core.state import modes_kept, preserved, scoring_mode
 from curvprune.criteria import registry
-from curvprune.criteria.channel import ChannelTerms, check_normalize
+from curvprune.criteria.channel import ChannelTerms
 from curvprune.curvature.gradient import LossFn, default_loss
 from curvprune.errors import InvalidArgument, InvalidType
 from curvprune.pruning.masks import check_sparsity
@@ -49,6 +49,7 @@ class _Plan:
     max_layer_sparsity: float
     round_to: int | None
     output_shapes: list[tuple[int, ...]]
+    mode: str = "eval"
 
 
 def _fraction(name: str, value: object, *, low_open: bool) -> float:
@@ -154,11 +155,11 @@ def _plan(
     max_layer_sparsity,
     round_to,
     options,
+    mode=None,
 ) -> _Plan:
     crit = registry.get_criterion(criterion, structured=True)
     registry.check_options(crit, options, structured=True)
-    if "normalize" in options:
-        check_normalize(options["normalize"])
+    mode = crit.mode_for(options, mode)
     _check_model(model)
     if not isinstance(global_pruning, bool):
         raise InvalidType(f"global_pruning must be True or False, got {global_pruning!r}")
@@ -182,6 +183,7 @@ def _plan(
         max_layer_sparsity=max_layer_sparsity,
         round_to=round_to,
         output_shapes=_flat_shapes(output),
+        mode=mode,
     )
 
 
@@ -209,7 +211,7 @@ class _Session:
     def terms(self) -> ChannelTerms:
         """The criterion on the current model (once per pruning step)."""
         crit, plan = self.plan.criterion, self.plan
-        with preserved(self.model):
+        with preserved(self.model), scoring_mode(self.model, plan.mode):
             terms = crit.channel_score(self.model, plan.batches, plan.loss_fn, **plan.options)
         if terms.per_weight is not None:
             registry.check_finite(terms.per_weight, crit.name)
@@ -334,6 +336,7 @@ def prune_channels(
     max_layer_sparsity: float = 0.95,
     iterative_steps: int = 1,
     round_to: int | None = None,
+    mode: str | None = None,
     **options,
 ) -> nn.Module:
     """Remove the least important channels and return a physically smaller copy of `model`.
@@ -365,6 +368,8 @@ def prune_channels(
             (heads, for attention); at least one always stays.
         iterative_steps: score → prune rounds.
         round_to: keep channel counts multiples of this (Torch-Pruning's ``round_to``).
+        mode: "eval" or "train", the flags the copy is scored with (None: the criterion's,
+            "eval" but for ``oba`` with ``variant="oba_code"``; see `curvprune.score`).
         **options: the criterion's options (``CRITERIA[name].channel_options``).
 
     Returns:
@@ -387,6 +392,7 @@ def prune_channels(
         max_layer_sparsity=max_layer_sparsity,
         round_to=round_to,
         options=options,
+        mode=mode,
     )
     if sparsity > plan.max_layer_sparsity:
         raise InvalidArgument(
@@ -416,6 +422,7 @@ def prune_to_macs(
     iterative_steps: int = 1,
     round_to: int | None = None,
     tolerance: float = 0.01,
+    mode: str | None = None,
     **options,
 ) -> nn.Module:
     """Prune channels until at most `macs_target` of the dense MACs are left.
@@ -451,6 +458,7 @@ def prune_to_macs(
         max_layer_sparsity=max_layer_sparsity,
         round_to=round_to,
         options=options,
+        mode=mode,
     )
     floors = LayerFloors(plan.max_layer_sparsity)
     session = _Session(_copy(model), plan, floors)
@@ -488,6 +496,7 @@ def channel_scores(
     example_inputs,
     loss_fn: LossFn | None = None,
     ignored_layers: Sequence[nn.Module | str] | None = None,
+    mode: str | None = None,
     **options,
 ) -> dict[str, Tensor]:
     """Each prunable group's channel scores (higher = keep), keyed by the group's name.
@@ -510,6 +519,7 @@ def channel_scores(
         max_layer_sparsity=1.0,
         round_to=None,
         options=options,
+        mode=mode,
     )
     session = _Session(_copy(model), plan, LayerFloors(1.0))
     session.trace()
